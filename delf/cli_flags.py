@@ -1,0 +1,64 @@
+"""Flag helpers shared by the command-line scripts.
+
+Nothing here defines a flag at import time (KB-26): scripts call these
+functions themselves.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from absl import flags
+
+
+class IntegralNumberParser(flags.ArgumentParser):
+  """Parses a positive integer written as ``128`` or ``128.0`` (KB-18).
+
+  The reference declared integer sizes as float flags, so existing command
+  lines pass ``--autoencoder_dimensions=128.0``; those keep working, while
+  ``128.5`` or ``0`` are rejected with a one-line error.
+  """
+
+  syntactic_help = "a positive integer (an integral float such as 128.0 is accepted)"
+
+  def __init__(self, lower_bound: int = 1):
+    self.lower_bound = lower_bound
+
+  def parse(self, argument):
+    if isinstance(argument, bool):
+      raise ValueError(f"expected an integer, got {argument!r}")
+    if isinstance(argument, int):
+      value = argument
+    else:
+      try:
+        number = float(argument)
+      except (TypeError, ValueError):
+        raise ValueError(f"expected an integer, got {argument!r}") from None
+      if not number.is_integer():
+        raise ValueError(f"expected an integral value, got {argument!r}")
+      value = int(number)
+    if value < self.lower_bound:
+      raise ValueError(f"must be >= {self.lower_bound}, got {argument!r}")
+    return value
+
+  def flag_type(self):
+    return "int"
+
+
+def DEFINE_integral(
+  name: str, default: int, help: str, lower_bound: int = 1, **kwargs
+) -> flags.FlagHolder:
+  """Defines an integer flag that also accepts integral floats like ``128.0``."""
+  # Register the flag under the calling script so --help lists it there.
+  module_name = sys._getframe(1).f_globals.get("__name__")
+  if module_name == "__main__":
+    module_name = sys.argv[0]  # What absl itself uses for the main module.
+  kwargs.setdefault("module_name", module_name)
+  return flags.DEFINE(
+    IntegralNumberParser(lower_bound),
+    name,
+    default,
+    help,
+    serializer=flags.ArgumentSerializer(),
+    **kwargs,
+  )

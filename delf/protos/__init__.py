@@ -1,0 +1,1 @@
+"""Generated protobuf modules (``delf.protos.<name>_pb2``); sources in ``protos/``."""
