@@ -35,7 +35,10 @@ def ArraysToDelfFeatures(
   if orientations is None:
     orientations = np.zeros([num_features])
   if not (
-    num_features == np.shape(locations)[0] == len(scales) == np.shape(descriptors)[0]
+    num_features
+    == np.shape(locations)[0]
+    == len(scales)
+    == np.shape(descriptors)[0]
     == len(orientations)
   ):
     raise ValueError(

@@ -12,7 +12,7 @@ from typing import TextIO
 
 
 def format_duration(seconds: float) -> str:
-  seconds = max(0, int(round(seconds)))
+  seconds = max(0, round(seconds))
   hours, rest = divmod(seconds, 3600)
   minutes, secs = divmod(rest, 60)
   if hours:

@@ -19,7 +19,9 @@ PACKAGE_DIR = pathlib.Path(__file__).resolve().parent
 PROTO_NAMES = ("datum", "feature", "box", "delf_config", "aggregation_config")
 
 
-def generate(output_dir: pathlib.Path, source_dir: pathlib.Path = PROTO_SOURCE_DIR) -> list[pathlib.Path]:
+def generate(
+  output_dir: pathlib.Path, source_dir: pathlib.Path = PROTO_SOURCE_DIR
+) -> list[pathlib.Path]:
   """Compiles every proto into ``output_dir`` and returns the written paths.
 
   The sources are staged under ``delf/protos/`` so that the descriptors carry
