@@ -1,0 +1,171 @@
+"""Matching two images end to end and drawing their correspondences (``match_images``).
+
+The reference drew the matches with ``skimage.feature.plot_matches``, which
+scikit-image 0.26 removed (KB-48). We draw the same picture with matplotlib
+alone: both images side by side (the shorter one padded at the bottom), every
+putative keypoint as a hollow black circle, a blue line per RANSAC inlier, axes
+off, title ``DELF correspondences``. The Agg backend is used so that no display
+is needed (the reference's "no display name" troubleshooting note).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+
+import numpy as np
+
+from delf import matching
+
+TITLE = "DELF correspondences"
+
+
+def _load_rgb(path: str) -> np.ndarray:
+  from PIL import Image
+
+  with Image.open(path) as image:
+    return np.asarray(image.convert("RGB"))
+
+
+def side_by_side(image_1: np.ndarray, image_2: np.ndarray) -> np.ndarray:
+  """Concatenates two RGB uint8 images horizontally, padding the shorter one with zeros."""
+  height = max(image_1.shape[0], image_2.shape[0])
+  padded = []
+  for image in (image_1, image_2):
+    canvas = np.zeros([height, image.shape[1], 3], dtype=np.uint8)
+    canvas[: image.shape[0]] = image
+    padded.append(canvas)
+  return np.concatenate(padded, axis=1)
+
+
+def plot_matches(
+  output_path: str,
+  image_1: np.ndarray,
+  image_2: np.ndarray,
+  locations_1: np.ndarray,
+  locations_2: np.ndarray,
+  pairs: np.ndarray,
+  inliers: np.ndarray,
+  title: str = TITLE,
+) -> None:
+  """Saves the side-by-side match picture (format from the file extension: PNG, JPEG...).
+
+  Args:
+    output_path: image file to write (atomically).
+    image_1, image_2: RGB uint8 images.
+    locations_1, locations_2: [N1, 2] / [N2, 2] (y, x) keypoints.
+    pairs: int [M, 2] putative matches (index in 1, index in 2).
+    inliers: bool [M]; a blue line is drawn for each True entry.
+    title: plot title.
+  """
+  import matplotlib
+
+  matplotlib.use("Agg")
+  from matplotlib import pyplot as plt
+
+  from delf import atomic_io
+
+  offset = image_1.shape[1]
+  points_1 = np.asarray(locations_1, dtype=np.float64).reshape(-1, 2)[pairs[:, 0]]
+  points_2 = np.asarray(locations_2, dtype=np.float64).reshape(-1, 2)[pairs[:, 1]]
+  fig, ax = plt.subplots()
+  try:
+    ax.imshow(side_by_side(image_1, image_2), interpolation="nearest", cmap="gray")
+    if len(pairs):
+      ax.scatter(points_1[:, 1], points_1[:, 0], facecolors="none", edgecolors="k", s=8)
+      ax.scatter(points_2[:, 1] + offset, points_2[:, 0], facecolors="none", edgecolors="k", s=8)
+    for p1, p2 in zip(points_1[inliers], points_2[inliers]):
+      ax.plot((p1[1], p2[1] + offset), (p1[0], p2[0]), "-", color="b", linewidth=0.8)
+    ax.set_xlim(0, image_1.shape[1] + image_2.shape[1])
+    ax.set_ylim(max(image_1.shape[0], image_2.shape[0]), 0)
+    ax.axis("off")
+    ax.set_title(title)
+    extension = os.path.splitext(output_path)[1].lstrip(".").lower() or "png"
+    with atomic_io.atomic_output(output_path, "wb") as f:
+      fig.savefig(f, format=extension)
+  finally:
+    plt.close(fig)
+
+
+@dataclasses.dataclass(frozen=True)
+class MatchImagesConfig:
+  """Settings of ``match_images.py`` (flag names and defaults: inference.md §4.2)."""
+
+  image_1_path: str = "test_images/image_1.jpg"
+  image_2_path: str = "test_images/image_2.jpg"
+  features_1_path: str = "test_features/image_1.delf"
+  features_2_path: str = "test_features/image_2.delf"
+  output_image: str = "test_match.png"
+  distance_threshold: float = 0.8
+  seed: int = 0
+
+
+def match_images(config: MatchImagesConfig) -> int:
+  """Matches two images' .delf files, prints the counts and writes the picture.
+
+  Returns:
+    0 on success, 1 when an input file is missing or unreadable (one line on stderr).
+  """
+  for label, path in (
+    ("features_1_path", config.features_1_path),
+    ("features_2_path", config.features_2_path),
+    ("image_1_path", config.image_1_path),
+    ("image_2_path", config.image_2_path),
+  ):
+    if not os.path.isfile(path):
+      print(f"Error: --{label} file not found: {path}", file=sys.stderr)
+      return 1
+  features = []
+  for index, path in ((1, config.features_1_path), (2, config.features_2_path)):
+    try:
+      features.append(matching.LocalFeatures.from_file(path))
+    except Exception as e:
+      print(f"Error: cannot read features from {path}: {e}", file=sys.stderr)
+      return 1
+    print(f"Loaded image {index}'s {features[-1].num_features} features")
+  features_1, features_2 = features
+  if (
+    features_1.num_features
+    and features_2.num_features
+    and features_1.descriptors.shape[1] != features_2.descriptors.shape[1]
+  ):
+    print(
+      f"Error: descriptor dimensions differ: {features_1.descriptors.shape[1]} in "
+      f"{config.features_1_path} vs {features_2.descriptors.shape[1]} in "
+      f"{config.features_2_path}",
+      file=sys.stderr,
+    )
+    return 1
+
+  result = matching.match(
+    features_1, features_2, distance_threshold=config.distance_threshold, seed=config.seed
+  )
+  if result.num_putative < 3:
+    print(
+      f"Too few putative matches ({result.num_putative}; RANSAC needs at least 3): "
+      "no geometric verification"
+    )
+  print(f"Found {result.num_inliers} inliers")
+
+  images = []
+  for path in (config.image_1_path, config.image_2_path):
+    try:
+      images.append(_load_rgb(path))
+    except Exception as e:
+      print(f"Error: cannot read image {path}: {e}", file=sys.stderr)
+      return 1
+  try:
+    plot_matches(
+      config.output_image,
+      images[0],
+      images[1],
+      features_1.locations,
+      features_2.locations,
+      result.pairs,
+      result.inliers,
+    )
+  except (ValueError, OSError) as e:
+    print(f"Error: cannot write {config.output_image}: {e}", file=sys.stderr)
+    return 1
+  return 0
