@@ -1,0 +1,106 @@
+"""Classifier heads: the DELG cosine classifier with an ArcFace margin (training.md §5.8).
+
+``cosine_logits`` and ``arcface_margin`` are pure functions so that tests can
+check them against closed forms (margin 0 gives the scaled cosine, the margin
+touches only the true class).
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import tensorflow as tf
+
+# Clamp before acos (KB-15): acos'(x) = -1/sqrt(1-x^2) is infinite at |x| = 1.
+COSINE_CLAMP_EPS = 1e-7
+
+
+def cosine_logits(prelogits: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
+  """Cosine similarity of every row of ``prelogits [B, D]`` with every column of ``weights [D, C]``."""
+  return tf.matmul(tf.nn.l2_normalize(prelogits, axis=1), tf.nn.l2_normalize(weights, axis=0))
+
+
+def arcface_margin(
+  cosine: tf.Tensor, labels: tf.Tensor, margin: float, scale: tf.Tensor | float
+) -> tf.Tensor:
+  """ArcFace logits: ``s * cos(theta + m)`` for the true class where ``theta <= pi - m``.
+
+  Every other entry stays ``s * cos``. ``cos`` is clamped to
+  ``[-1 + 1e-7, 1 - 1e-7]`` before ``acos`` so that neither the value nor the
+  gradient can be NaN or infinite, even when rounding pushes ``|cos| >= 1``.
+
+  Args:
+    cosine: ``[B, C]`` cosine similarities.
+    labels: ``[B]`` integer class ids in ``[0, C)``.
+    margin: additive angular margin m (radians).
+    scale: the scale s.
+  """
+  cosine = tf.convert_to_tensor(cosine)
+  num_classes = tf.shape(cosine)[1]
+  one_hot = tf.one_hot(tf.cast(labels, tf.int32), num_classes, on_value=True, off_value=False)
+  clamped = tf.clip_by_value(cosine, -1.0 + COSINE_CLAMP_EPS, 1.0 - COSINE_CLAMP_EPS)
+  theta = tf.acos(clamped)
+  apply = tf.logical_and(one_hot, theta <= math.pi - margin)
+  with_margin = tf.where(apply, tf.cos(theta + margin), cosine)
+  return tf.cast(scale, cosine.dtype) * with_margin
+
+
+class CosineClassifier(keras.layers.Layer):
+  """Cosine classifier with ArcFace margin, ``call(prelogits, labels=None, training=False)``.
+
+  Variables: ``cosine_weights [D, C]`` (Glorot uniform, trainable) and
+  ``scale_factor`` (NOT trainable, so permanently ``scale_factor_init``; KEEP).
+  The margin is applied only when ``training`` and labels are given; logits
+  are float32 even under a mixed-precision policy.
+
+  Args:
+    num_classes: C.
+    scale_factor_init: s (45.25 ~ sqrt(2048)).
+    arcface_margin: m in radians (0.1).
+  """
+
+  def __init__(
+    self,
+    num_classes: int,
+    scale_factor_init: float = 45.25,
+    arcface_margin: float = 0.1,
+    **kwargs,
+  ):
+    kwargs.setdefault("name", "desc_fc")
+    kwargs.setdefault("dtype", "float32")
+    super().__init__(**kwargs)
+    self.num_classes = int(num_classes)
+    self.scale_factor_init = float(scale_factor_init)
+    self.arcface_margin = float(arcface_margin)
+
+  def build(self, input_shape):
+    self.cosine_weights = self.add_weight(
+      name="cosine_weights",
+      shape=(int(input_shape[-1]), self.num_classes),
+      initializer="glorot_uniform",
+      trainable=True,
+    )
+    self.scale_factor = self.add_weight(
+      name="scale_factor",
+      shape=(),
+      initializer=keras.initializers.Constant(self.scale_factor_init),
+      trainable=False,
+    )
+
+  def call(self, prelogits, labels=None, training=False):
+    cosine = cosine_logits(prelogits, self.cosine_weights)
+    if training and labels is not None and self.arcface_margin > 0:
+      return arcface_margin(cosine, labels, self.arcface_margin, self.scale_factor)
+    return self.scale_factor * cosine
+
+  def compute_output_shape(self, input_shape):
+    return (input_shape[0], self.num_classes)
+
+  def get_config(self) -> dict:
+    return {
+      **super().get_config(),
+      "num_classes": self.num_classes,
+      "scale_factor_init": self.scale_factor_init,
+      "arcface_margin": self.arcface_margin,
+    }
