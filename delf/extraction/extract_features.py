@@ -1,0 +1,179 @@
+"""Extracting DELF local features for a list of images (``extract_features.py``, inference.md §4.1).
+
+Output: ``<output_dir>/<image basename without extension>.delf`` (orientations
+omitted, i.e. zeros), written atomically. Existing outputs are skipped with
+``Skipping <path>``.
+
+Differences from the reference (all keep its outputs for valid input):
+
+* KB-40: a config without local features stops at once with one line naming the
+  config and pointing to the DELG script (the reference crashed on the first image).
+* KB-41: an image that cannot be read is reported in one line and counted; the
+  run goes on, prints a summary and returns a non-zero status at the end.
+* KB-58: an image with zero local features gets a warning explaining that
+  ``score_threshold`` is on the model's raw attention scale.
+* Throughput: the model is loaded once, and a background thread decodes and
+  resizes the next images while the model runs on the current one.
+* ``num_shards`` / ``shard_index`` split the list deterministically (image i goes
+  to shard ``i % num_shards``) so several processes can share a list.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import os
+import sys
+from collections.abc import Iterator
+
+import numpy as np
+
+from delf import feature_io
+from delf.extraction import config_io
+from delf.extraction.image_io import RgbLoader
+from delf.progress import ProgressReporter
+
+DELG_SCRIPT = "scripts/extract_delg_features.py"
+_PREFETCH = 2  # Images decoded ahead of the model.
+
+
+@dataclasses.dataclass(frozen=True)
+class ExtractFeaturesConfig:
+  """Settings of ``extract_features.py`` (first three: the reference's flags and defaults)."""
+
+  config_path: str = "delf_config_example.pbtxt"
+  list_images_path: str = "list_images.txt"
+  output_dir: str = "test_features"
+  num_shards: int = 1
+  shard_index: int = 0
+  skip_existing: bool = True
+
+
+def _error(message: str) -> None:
+  print(f"Error: {message}", file=sys.stderr, flush=True)
+
+
+def read_image_list(path: str) -> list[str]:
+  """One path per line, trailing whitespace stripped; blank lines ignored."""
+  with open(path, encoding="utf-8") as f:
+    return [line.rstrip() for line in f if line.strip()]
+
+
+def output_path_for(image_path: str, output_dir: str) -> str:
+  base = os.path.splitext(os.path.basename(image_path))[0]
+  return os.path.join(output_dir, base + ".delf")
+
+
+def shard(items: list[str], num_shards: int, shard_index: int) -> list[str]:
+  """Items i with ``i % num_shards == shard_index`` (order kept)."""
+  return [item for i, item in enumerate(items) if i % num_shards == shard_index]
+
+
+def _load_and_prepare(extractor, path: str):
+  image = np.array(RgbLoader(path))
+  return extractor.prepare(image)
+
+
+def _prefetched(extractor, paths: list[str]) -> Iterator[tuple[str, concurrent.futures.Future]]:
+  """Yields (path, future of (resized image, scale factors)) with decoding running ahead."""
+  with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+    pending = []
+    iterator = iter(paths)
+    for path in iterator:
+      pending.append((path, pool.submit(_load_and_prepare, extractor, path)))
+      if len(pending) > _PREFETCH:
+        yield pending.pop(0)
+    yield from pending
+
+
+def extract_features(config: ExtractFeaturesConfig) -> int:
+  """Runs extraction for every listed image; returns the process exit status (0 = all ok)."""
+  if config.num_shards < 1 or not 0 <= config.shard_index < config.num_shards:
+    _error(
+      f"--shard_index must be in [0, --num_shards); got {config.shard_index} of {config.num_shards}"
+    )
+    return 1
+  try:
+    delf_config = config_io.read_delf_config(config.config_path)
+  except (OSError, ValueError) as e:
+    _error(str(e))
+    return 1
+  if not delf_config.use_local_features:
+    _error(
+      f"{config.config_path} sets use_local_features: false, but extract_features writes "
+      f"local features (.delf) only; for global descriptors use {DELG_SCRIPT}"
+    )
+    return 1
+  try:
+    image_paths = read_image_list(config.list_images_path)
+  except OSError as e:
+    _error(f"cannot read the image list {config.list_images_path}: {e.strerror or e}")
+    return 1
+  image_paths = shard(image_paths, config.num_shards, config.shard_index)
+  os.makedirs(config.output_dir, exist_ok=True)
+
+  todo = []
+  for path in image_paths:
+    if config.skip_existing and os.path.exists(output_path_for(path, config.output_dir)):
+      print(f"Skipping {path}")
+    else:
+      todo.append(path)
+  num_skipped = len(image_paths) - len(todo)
+  print(f"Extracting features for {len(todo)} images ({num_skipped} already done)", flush=True)
+  if not todo:
+    return 0
+
+  from delf.extraction import extractor as extractor_lib  # Imports TensorFlow.
+
+  try:
+    extractor = extractor_lib.MakeExtractor(delf_config)
+  except (OSError, ValueError) as e:
+    _error(f"{config.config_path}: {e}")
+    return 1
+
+  threshold = delf_config.delf_local_config.score_threshold
+  progress = ProgressReporter("extract_features", total=len(todo), unit="images")
+  failed: list[str] = []
+  num_empty = 0
+  for path, future in _prefetched(extractor, todo):
+    try:
+      resized, scale_factors = future.result()
+    except Exception as e:  # PIL/OS errors: report the image and go on (KB-41).
+      _error(f"cannot read image {path}: {e}")
+      failed.append(path)
+      progress.update()
+      continue
+    try:
+      features = extractor.extract_resized(resized, scale_factors, image_name=path)
+      local = features["local_features"]
+      num_features = len(local["attention"])
+      feature_io.WriteToFile(
+        output_path_for(path, config.output_dir),
+        local["locations"],
+        local["scales"],
+        local["descriptors"],
+        local["attention"],
+      )
+    except Exception as e:  # One bad image must not end a long run (KB-41).
+      _error(f"cannot extract features for {path}: {type(e).__name__}: {e}")
+      failed.append(path)
+      progress.update()
+      continue
+    if num_features == 0 and min(resized.shape[:2]) >= 10:
+      num_empty += 1
+      print(
+        f"Warning: no local features for {path}: no attention score reached "
+        f"score_threshold {threshold:g} in {config.config_path}. The threshold is on the "
+        "model's raw attention scale (not a probability); lower it for this model.",
+        file=sys.stderr,
+      )
+    progress.update()
+  progress.done()
+  summary = f"Done: {len(todo) - len(failed)} images written, {num_skipped} skipped"
+  if num_empty:
+    summary += f", {num_empty} without local features"
+  if failed:
+    summary += f", {len(failed)} failed: {', '.join(failed[:10])}"
+    summary += " ..." if len(failed) > 10 else ""
+  print(summary, flush=True)
+  return 1 if failed else 0

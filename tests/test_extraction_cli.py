@@ -1,0 +1,159 @@
+"""extract_features.py end to end on a toy TF2 SavedModel (inference.md §4.1, KB-40/41/58)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from delf import feature_io
+from tests import cli_harness
+
+pytest.importorskip("tensorflow")
+
+from tests.test_extraction_extractor import RAW_FEATURES, ToyLocal, save_tf2
+
+
+def _unregister_script_flags() -> None:
+  """Unregisters ALL flags of previously loaded scripts (see tests/test_matching.py)."""
+  for module_name, module_flags in list(cli_harness.FLAGS.flags_by_module_dict().items()):
+    if module_name.startswith("scripts.") or module_name == "__main__":
+      for flag in list(module_flags):
+        if flag.name in cli_harness.FLAGS:
+          delattr(cli_harness.FLAGS, flag.name)
+
+
+def run_script(name, args=(), **flag_values):
+  _unregister_script_flags()
+  return cli_harness.run_script(name, args, **flag_values)
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+  return save_tf2(ToyLocal(), str(tmp_path_factory.mktemp("cli_model") / "model"))
+
+
+def _write_config(path, model_path, *, local=True, max_feature_num=1000, max_image_size=-1):
+  path.write_text(
+    f"""
+model_path: "{model_path}"
+image_scales: 0.5
+image_scales: 1.0
+use_local_features: {str(local).lower()}
+use_global_features: {str(not local).lower()}
+is_tf2_exported: true
+max_image_size: {max_image_size}
+delf_local_config {{ use_pca: false max_feature_num: {max_feature_num} score_threshold: 0.5 }}
+"""
+  )
+  return str(path)
+
+
+def _images(tmp_path, sizes):
+  paths = []
+  for i, (height, width) in enumerate(sizes):
+    path = tmp_path / "images" / f"img_{i}.jpg"
+    path.parent.mkdir(exist_ok=True)
+    Image.fromarray(np.full([height, width, 3], 40 * i, np.uint8)).save(path)
+    paths.append(str(path))
+  return paths
+
+
+def test_extracts_reports_bad_images_and_skips_existing(tmp_path, model_path, capsys):
+  good = _images(tmp_path, [(40, 30), (20, 64)])
+  corrupt = tmp_path / "images" / "corrupt.jpg"
+  corrupt.write_bytes(b"not a jpeg")
+  missing = str(tmp_path / "images" / "missing.jpg")
+  listing = tmp_path / "list.txt"
+  listing.write_text("\n".join([good[0], str(corrupt), missing, good[1]]) + "  \n\n")
+  config = _write_config(tmp_path / "c.pbtxt", model_path, max_image_size=32)
+  out_dir = tmp_path / "features"
+  flags = dict(config_path=config, list_images_path=str(listing), output_dir=str(out_dir))
+
+  assert run_script("extract_features", **flags) == 1  # KB-41: non-zero, but all processed.
+  captured = capsys.readouterr()
+  errors = [line for line in captured.err.splitlines() if line.startswith("Error:")]
+  assert len(errors) == 2
+  assert "corrupt.jpg" in errors[0] and "missing.jpg" in errors[1]
+  assert "2 images written" in captured.out and "2 failed" in captured.out
+  assert sorted(p.name for p in out_dir.iterdir()) == ["img_0.delf", "img_1.delf"]
+
+  # 40x30 resized by max_image_size 32 -> 32x24 (factors 0.8, 0.8); the toy boxes give
+  # centres (16, 12), (4, 6), (0, 0) in the resized image, mapped back by / 0.8.
+  locations, scales, descriptors, attention, orientations = feature_io.ReadFromFile(
+    str(out_dir / "img_0.delf")
+  )
+  np.testing.assert_allclose(locations, np.array([[16, 12], [4, 6], [0, 0]]) / 0.8, rtol=1e-6)
+  np.testing.assert_allclose(scales, [2.0, 1.0, 2.0])
+  np.testing.assert_allclose(attention, [3.5, 2.5, 1.5])
+  np.testing.assert_allclose(
+    descriptors, RAW_FEATURES / np.linalg.norm(RAW_FEATURES, axis=1, keepdims=True), rtol=1e-6
+  )
+  np.testing.assert_array_equal(orientations, np.zeros(3))
+
+  # Second run: existing outputs are skipped with the reference's message.
+  listing.write_text("\n".join(good) + "\n")
+  assert run_script("extract_features", **flags) == 0
+  out = capsys.readouterr().out.splitlines()
+  assert f"Skipping {good[0]}" in out and f"Skipping {good[1]}" in out
+
+
+def test_global_only_config_is_refused_in_one_line(tmp_path, capsys):
+  config = _write_config(tmp_path / "global.pbtxt", "/nonexistent/model", local=False)
+  listing = tmp_path / "list.txt"
+  listing.write_text("a.jpg\n")
+  code = run_script(
+    "extract_features",
+    config_path=config,
+    list_images_path=str(listing),
+    output_dir=str(tmp_path / "o"),
+  )
+  assert code == 1
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1
+  assert "global.pbtxt" in err[0] and "scripts/extract_delg_features.py" in err[0]
+
+
+def test_shards_and_zero_feature_warning(tmp_path, model_path, capsys):
+  paths = _images(tmp_path, [(16, 16)] * 5)
+  listing = tmp_path / "list.txt"
+  listing.write_text("\n".join(paths) + "\n")
+  config = _write_config(tmp_path / "c.pbtxt", model_path, max_feature_num=0)
+  out_dir = tmp_path / "features"
+  code = run_script(
+    "extract_features",
+    config_path=config,
+    list_images_path=str(listing),
+    output_dir=str(out_dir),
+    num_shards=2,
+    shard_index=1,
+  )
+  assert code == 0
+  assert sorted(p.name for p in out_dir.iterdir()) == ["img_1.delf", "img_3.delf"]
+  assert (out_dir / "img_1.delf").stat().st_size == 0  # Zero features: zero-byte file.
+  err = capsys.readouterr().err
+  assert err.count("Warning: no local features for") == 2
+  assert "raw attention scale" in err
+
+
+def test_bad_inputs_are_one_line(tmp_path, capsys):
+  code = run_script(
+    "extract_features",
+    config_path=str(tmp_path / "nope.pbtxt"),
+    list_images_path=str(tmp_path / "l.txt"),
+    output_dir=str(tmp_path / "o"),
+  )
+  assert code == 1
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and "nope.pbtxt" in err[0]
+
+
+def test_flag_defaults():
+  _unregister_script_flags()
+  cli_harness.load_script("extract_features")
+  flags = cli_harness.FLAGS
+  assert flags["config_path"].default == "delf_config_example.pbtxt"
+  assert flags["list_images_path"].default == "list_images.txt"
+  assert flags["output_dir"].default == "test_features"
+  assert flags["num_shards"].default == 1 and flags["shard_index"].default == 0
+  assert flags["skip_existing"].default is True
