@@ -1,0 +1,301 @@
+"""DELG retrieval on a Revisited Oxford/Paris style benchmark (inference.md §5.2).
+
+Ranks every index image for every query by the dot product of their global
+descriptors (cosine similarity: descriptors are unit-norm), optionally re-ranks
+the top 100 by geometric verification of local features, and writes the
+medium/hard metrics to ``<output_dir>/metrics.txt``.
+
+Differences from the reference:
+
+* KB-52: the global ranking is a stable descending sort (exact ties keep
+  ascending index id), not NumPy's default sort.
+* KB-39: a missing or wrong-sized global descriptor (e.g. the empty descriptor
+  of a tiny image) is reported with its file name and replaced by a zero vector
+  (similarity 0, ranked last) instead of crashing the stacking step.
+* KB-41: a missing local-feature file counts as 0 inliers and is reported.
+* Each distinct (query, index image) pair is verified once for both protocols
+  and each feature file is read once (see ``reranking``); the output is the same.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import os
+import sys
+from collections.abc import Sequence
+from typing import TextIO
+
+import numpy as np
+
+from delf import datum_io
+from delf.progress import ProgressReporter
+from delf.retrieval import metrics_file, reranking, revisited
+
+GLOBAL_FEATURE_EXTENSION = ".delg_global"
+LOCAL_FEATURE_EXTENSION = ".delg_local"
+PR_RANKS = (1, 5, 10)
+METRICS_FILENAME = "metrics.txt"
+_STATUS_CHECK_LOAD_ITERATIONS = 50
+_MAX_NAMES_REPORTED = 10
+
+
+@dataclasses.dataclass(frozen=True)
+class RetrievalConfig:
+  """Settings of ``perform_retrieval`` (defaults = the script's flags)."""
+
+  dataset_file_path: str = "/tmp/gnd_roxford5k.mat"
+  query_features_dir: str = "/tmp/features/query"
+  index_features_dir: str = "/tmp/features/index"
+  use_geometric_verification: bool = False
+  local_descriptor_matching_threshold: float = 1.0
+  ransac_residual_threshold: float = 20.0
+  use_ratio_test: bool = False
+  output_dir: str = "/tmp/retrieval"
+  # Threads for geometric verification (library option; results do not depend on it).
+  num_workers: int = 1
+
+
+@dataclasses.dataclass
+class RetrievalResult:
+  """Rankings and metrics of one run (metrics are fractions, not percentages)."""
+
+  ranks_before_gv: np.ndarray
+  ranks_after_gv: dict[str, np.ndarray]
+  mean_average_precision: dict[str, float]
+  mean_precisions: dict[str, np.ndarray]
+  mean_recalls: dict[str, np.ndarray]
+  bad_global_descriptors: dict[str, str]
+  unreadable_local_features: dict[str, str]
+  metrics_path: str
+
+
+def _ReadGlobalDescriptor(path: str) -> tuple[np.ndarray | None, str]:
+  try:
+    descriptor = datum_io.ReadFromFile(path)
+  except FileNotFoundError:
+    return None, "file not found"
+  except Exception as e:  # Corrupt protobuf or unsupported datum: reported, not fatal.
+    return None, f"cannot parse ({type(e).__name__}: {e})"
+  return np.asarray(descriptor, dtype=np.float32), ""
+
+
+def LoadGlobalDescriptors(
+  features_dir: str,
+  names: Sequence[str],
+  dimension: int | None = None,
+  label: str = "images",
+  out: TextIO | None = None,
+) -> tuple[np.ndarray, dict[str, str]]:
+  """Stacks ``<features_dir>/<name>.delg_global`` descriptors into ``[N, D]`` float32.
+
+  Args:
+    features_dir: folder of the descriptor files.
+    names: image names, one row each.
+    dimension: expected D; None = the most common size among the files read.
+    label: what the images are, for the progress lines.
+    out: where progress goes (stdout by default).
+
+  Returns:
+    ``(descriptors, problems)``: problems maps each missing, unreadable, empty or
+    wrong-sized file to what is wrong with it; its row is all zeros (KB-39).
+
+  Raises:
+    ValueError: no descriptor at all could be read.
+  """
+  progress = ProgressReporter(
+    f"Loading {label} global descriptors",
+    total=len(names),
+    unit="files",
+    every_items=_STATUS_CHECK_LOAD_ITERATIONS,
+    stream=out,
+  )
+  loaded: list[np.ndarray | None] = []
+  problems: dict[str, str] = {}
+  for name in names:
+    path = os.path.join(features_dir, name + GLOBAL_FEATURE_EXTENSION)
+    descriptor, problem = _ReadGlobalDescriptor(path)
+    if descriptor is not None and (descriptor.ndim != 1 or descriptor.size == 0):
+      problem = f"shape {list(descriptor.shape)} is not a non-empty vector"
+      descriptor = None
+    if problem:
+      problems[path] = problem
+    loaded.append(descriptor)
+    progress.update()
+  if dimension is None:
+    sizes = collections.Counter(d.size for d in loaded if d is not None)
+    if not sizes:
+      raise ValueError(f"No global descriptor could be read from {features_dir}")
+    dimension = sizes.most_common(1)[0][0]
+  descriptors = np.zeros([len(names), dimension], dtype=np.float32)
+  for row, (name, descriptor) in enumerate(zip(names, loaded)):
+    if descriptor is None:
+      continue
+    if descriptor.size != dimension:
+      path = os.path.join(features_dir, name + GLOBAL_FEATURE_EXTENSION)
+      problems[path] = f"dimension {descriptor.size}, expected {dimension}"
+      continue
+    descriptors[row] = descriptor
+  return descriptors, problems
+
+
+def _ReportProblems(title: str, problems: dict[str, str], out: TextIO) -> None:
+  if not problems:
+    return
+  items = sorted(problems.items())
+  print(f"WARNING: {len(items)} {title}", file=out)
+  for path, problem in items[:_MAX_NAMES_REPORTED]:
+    print(f"  {path}: {problem}", file=out)
+  if len(items) > _MAX_NAMES_REPORTED:
+    print(f"  ... and {len(items) - _MAX_NAMES_REPORTED} more", file=out)
+
+
+def RankByGlobalSimilarity(
+  query_descriptors: np.ndarray, index_descriptors: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+  """``(similarities [Q, I], ranks [Q, I] int32)``; stable descending sort (KB-52)."""
+  similarities = (
+    np.asarray(query_descriptors, np.float32) @ np.asarray(index_descriptors, np.float32).T
+  )
+  ranks = np.argsort(-similarities, axis=1, kind="stable").astype(np.int32)
+  return similarities, ranks
+
+
+def perform_retrieval(config: RetrievalConfig, out: TextIO | None = None) -> RetrievalResult:
+  """Runs retrieval (and optionally re-ranking) and writes ``metrics.txt``.
+
+  Raises:
+    revisited.GroundTruthError: unusable dataset file.
+    ValueError: no global descriptor readable, or descriptor dimensions that differ
+      between a query's and an index image's local features.
+  """
+  out = out or sys.stdout
+  query_list, index_list, ground_truth = revisited.ReadDatasetFile(config.dataset_file_path)
+  _, medium_ground_truth, hard_ground_truth = revisited.ParseEasyMediumHardGroundTruth(ground_truth)
+  num_query_images, num_index_images = len(query_list), len(index_list)
+  print(f"done! Found {num_query_images} queries and {num_index_images} index images", file=out)
+
+  query_global, query_problems = LoadGlobalDescriptors(
+    config.query_features_dir, query_list, label="query", out=out
+  )
+  index_global, index_problems = LoadGlobalDescriptors(
+    config.index_features_dir, index_list, dimension=query_global.shape[1], label="index", out=out
+  )
+  bad_global = {**query_problems, **index_problems}
+  _ReportProblems(
+    "global descriptor file(s) missing or malformed, replaced by zero vectors (KB-39):",
+    bad_global,
+    out,
+  )
+  similarities, ranks_before_gv = RankByGlobalSimilarity(query_global, index_global)
+
+  protocols = {"medium": medium_ground_truth, "hard": hard_ground_truth}
+  mean_average_precision: dict[str, float] = {}
+  mean_precisions: dict[str, np.ndarray] = {}
+  mean_recalls: dict[str, np.ndarray] = {}
+  for name, protocol_ground_truth in protocols.items():
+    mean_ap, precisions, recalls, *_ = revisited.ComputeMetrics(
+      ranks_before_gv, protocol_ground_truth, PR_RANKS
+    )
+    mean_average_precision[name] = mean_ap
+    mean_precisions[name] = precisions
+    mean_recalls[name] = recalls
+
+  ranks_after_gv: dict[str, np.ndarray] = {}
+  report = reranking.VerificationReport()
+  if config.use_geometric_verification:
+    ranks_after_gv = _Rerank(
+      config, query_list, index_list, similarities, ranks_before_gv, protocols, report, out
+    )
+    _ReportProblems(
+      "local-feature file(s) missing or unreadable, counted as 0 inliers (KB-41):",
+      report.unreadable,
+      out,
+    )
+    for name, protocol_ground_truth in protocols.items():
+      mean_ap, precisions, recalls, *_ = revisited.ComputeMetrics(
+        ranks_after_gv[name], protocol_ground_truth, PR_RANKS
+      )
+      mean_average_precision[f"{name}_after_gv"] = mean_ap
+      mean_precisions[f"{name}_after_gv"] = precisions
+      mean_recalls[f"{name}_after_gv"] = recalls
+
+  os.makedirs(config.output_dir, exist_ok=True)
+  metrics_path = os.path.join(config.output_dir, METRICS_FILENAME)
+  metrics_file.SaveMetricsFile(
+    mean_average_precision, mean_precisions, mean_recalls, PR_RANKS, metrics_path
+  )
+  print(f"Wrote {metrics_path}", file=out)
+  return RetrievalResult(
+    ranks_before_gv=ranks_before_gv,
+    ranks_after_gv=ranks_after_gv,
+    mean_average_precision=mean_average_precision,
+    mean_precisions=mean_precisions,
+    mean_recalls=mean_recalls,
+    bad_global_descriptors=bad_global,
+    unreadable_local_features=dict(report.unreadable),
+    metrics_path=metrics_path,
+  )
+
+
+def _Rerank(
+  config: RetrievalConfig,
+  query_list: Sequence[str],
+  index_list: Sequence[str],
+  similarities: np.ndarray,
+  ranks_before_gv: np.ndarray,
+  protocols: dict[str, list[dict]],
+  report: reranking.VerificationReport,
+  out: TextIO,
+) -> dict[str, np.ndarray]:
+  """Geometric verification of every protocol's candidates, each pair matched once."""
+  candidates = {
+    name: [
+      reranking.RerankingCandidates(ranks_before_gv[i], protocol_ground_truth[i]["junk"])
+      for i in range(len(query_list))
+    ]
+    for name, protocol_ground_truth in protocols.items()
+  }
+  pairs: dict[str, dict[str, None]] = {}
+  for name in protocols:
+    for i, query_name in enumerate(query_list):
+      pairs.setdefault(query_name, {}).update(
+        dict.fromkeys(index_list[j] for j in candidates[name][i])
+      )
+  num_pairs = sum(len(v) for v in pairs.values())
+  print("Starting to re-rank", file=out)
+  print(
+    f"Verifying {num_pairs} distinct (query, index image) pairs for {len(protocols)} protocols",
+    file=out,
+  )
+
+  def progress(done: int, total: int) -> None:
+    if done % reranking._STATUS_CHECK_GV_ITERATIONS == 0 or done == total:
+      print(f"Re-ranking: i = {done} out of {total}", file=out, flush=True)
+
+  options = reranking.MatchingOptions(
+    local_feature_extension=LOCAL_FEATURE_EXTENSION,
+    ransac_seed=0,
+    descriptor_matching_threshold=config.local_descriptor_matching_threshold,
+    ransac_residual_threshold=config.ransac_residual_threshold,
+    use_ratio_test=config.use_ratio_test,
+  )
+  inliers = reranking.VerifyPairs(
+    pairs,
+    config.query_features_dir,
+    config.index_features_dir,
+    options,
+    num_workers=config.num_workers,
+    report=report,
+    progress=progress,
+  )
+  ranks_after_gv = {}
+  for name in protocols:
+    ranks = np.zeros_like(ranks_before_gv)
+    for i, query_name in enumerate(query_list):
+      counts = np.zeros([len(index_list)], dtype=np.int64)
+      for j in candidates[name][i]:
+        counts[j] = inliers[(query_name, index_list[j])]
+      ranks[i] = reranking.SortByInliersAndScores(counts, similarities[i])
+    ranks_after_gv[name] = ranks
+  return ranks_after_gv
