@@ -23,7 +23,9 @@ def write_metadata(directory: str, metadata: dict[str, Any]) -> str:
   """Writes ``metadata`` (plus ``format_version``) atomically; returns the path."""
   path = os.path.join(directory, METADATA_FILENAME)
   content = {"format_version": FORMAT_VERSION, **metadata}
-  atomic_io.write_text_atomic(path, json.dumps(content, indent=2, sort_keys=True) + "\n")
+  atomic_io.write_text_atomic(
+    path, json.dumps(content, indent=2, sort_keys=True, default=str) + "\n"
+  )
   return path
 
 
