@@ -140,29 +140,35 @@ def nearest_neighbors(
   indices = np.full([n2, k], n1, dtype=np.int64)
   if n1 == 0 or n2 == 0:
     return distances, indices
-  # Take two more candidates than needed from the fast formula, then rank them by the
-  # exact float64 distance, so that rounding in |a|^2 + |b|^2 - 2ab (float32) cannot
-  # reorder them unless more than two candidates are within rounding of each other.
-  num_candidates = min(k + 2, n1)
+  # Rank with float32 |a|^2 + |b|^2 - 2ab (twice as fast as float64), then decide with
+  # the exact float64 distance among every candidate whose approximate distance is
+  # within the float32 error bound of the k-th smallest: the result is the exact
+  # float64 k-NN (ties broken by the lower index), whatever the rounding.
   d1_fast = d1.astype(np.float32)
   norms_1 = _squared_norms(d1_fast)
+  unit_roundoff = 2.0**-24
+  dim = max(d1.shape[1], 1)
+  gamma = (dim + 2) * unit_roundoff / (1 - (dim + 2) * unit_roundoff)
+  max_norm_1 = float(norms_1.max())
+  kk = min(k, n1)
   for start in range(0, n2, _CHUNK_ROWS):
     block = d2[start : start + _CHUNK_ROWS]
-    # float32 is twice as fast and only ranks candidates; + |b|^2 is constant per row.
-    approx = norms_1[None, :] - 2.0 * (block.astype(np.float32) @ d1_fast.T)
-    if num_candidates < n1:
-      candidates = np.argpartition(approx, num_candidates - 1, axis=1)[:, :num_candidates]
+    block_fast = block.astype(np.float32)
+    norms_b = _squared_norms(block_fast)
+    approx = (norms_1[None, :] - 2.0 * (block_fast @ d1_fast.T)) + norms_b[:, None]
+    if kk == 1:
+      kth = approx.min(axis=1)
     else:
-      candidates = np.broadcast_to(np.arange(n1), (block.shape[0], n1))
-    rows = np.repeat(np.arange(block.shape[0]), candidates.shape[1])
-    exact = _exact_squared_distances(block[rows], d1[candidates.ravel()]).reshape(candidates.shape)
-    # Sort by exact distance, ties by index (deterministic).
-    order = np.lexsort((candidates, exact), axis=1)
-    exact = np.take_along_axis(exact, order, axis=1)
-    candidates = np.take_along_axis(candidates, order, axis=1)
-    kk = min(k, n1)
-    distances[start : start + block.shape[0], :kk] = np.sqrt(exact[:, :kk])
-    indices[start : start + block.shape[0], :kk] = candidates[:, :kk]
+      kth = np.partition(approx, kk - 1, axis=1)[:, kk - 1]
+    tolerance = 4.0 * gamma * (max_norm_1 + norms_b) + 1e-30
+    rows, cols = np.nonzero(approx <= (kth + tolerance)[:, None])
+    exact = _exact_squared_distances(block[rows], d1[cols])
+    order = np.lexsort((cols, exact, rows))
+    rows, cols, exact = rows[order], cols[order], exact[order]
+    rank = np.arange(len(rows)) - np.searchsorted(rows, rows, side="left")
+    keep = rank < kk
+    distances[start + rows[keep], rank[keep]] = np.sqrt(exact[keep])
+    indices[start + rows[keep], rank[keep]] = cols[keep]
   return distances, indices
 
 
@@ -199,12 +205,32 @@ def putative_matches(
   return np.stack([indices[image_2_indices, 0], image_2_indices], axis=1).astype(np.int64)
 
 
-def _sample_indices(
-  num_points: int, min_samples: int, max_trials: int, seed: int | None
+def _draw_samples(
+  rng: np.random.Generator, num_points: int, min_samples: int, num_trials: int
 ) -> np.ndarray:
-  """The minimal samples scikit-image's ransac draws, in order: [max_trials, min_samples]."""
-  rng = np.random.default_rng(seed)
-  return np.stack([rng.choice(num_points, min_samples, replace=False) for _ in range(max_trials)])
+  """The next minimal samples of scikit-image's ransac stream: [num_trials, min_samples]."""
+  return np.stack([rng.choice(num_points, min_samples, replace=False) for _ in range(num_trials)])
+
+
+def _fit_minimal_samples(
+  sample_src: np.ndarray, sample_dst: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+  """Affine parameters [T, 3, 2] (dst = [src, 1] @ params) of T samples, and validity [T].
+
+  Three points determine the map exactly (one 3x3 solve each); more are fitted by
+  least squares. Collinear samples are invalid (scikit-image skips failed fits too).
+  """
+  if sample_src.shape[1] == 3:
+    det = np.linalg.det(sample_src)
+    scale = np.prod(np.linalg.norm(sample_src, axis=2), axis=1)
+    valid = np.abs(det) > 1e-10 * np.maximum(scale, 1e-300)
+    safe_src = np.where(valid[:, None, None], sample_src, np.eye(3))
+    return np.linalg.solve(safe_src, sample_dst), valid
+  normal = np.einsum("tsi,tsj->tij", sample_src, sample_src)
+  det = np.linalg.det(normal)
+  valid = np.abs(det) > 1e-10 * np.maximum(np.abs(np.trace(normal, axis1=1, axis2=2)) ** 3, 1e-300)
+  safe_normal = np.where(valid[:, None, None], normal, np.eye(3))
+  return np.linalg.solve(safe_normal, np.einsum("tsi,tsj->tij", sample_src, sample_dst)), valid
 
 
 def _dynamic_max_trials(num_inliers: int, num_points: int, min_samples: int) -> float:
@@ -243,7 +269,7 @@ def fit_affine(source: np.ndarray, destination: np.ndarray) -> np.ndarray | None
   source = np.asarray(source, dtype=np.float64).reshape(-1, 2)
   destination = np.asarray(destination, dtype=np.float64).reshape(-1, 2)
   n = source.shape[0]
-  if n < 3 or np.linalg.matrix_rank(np.c_[source, np.ones(n)]) < 3:
+  if n < 3 or np.linalg.matrix_rank(np.c_[source - source.mean(axis=0), np.ones(n)]) < 3:
     return None
   source_norm, destination_norm = _normalizer(source), _normalizer(destination)
   if source_norm is None or destination_norm is None:
@@ -257,7 +283,7 @@ def fit_affine(source: np.ndarray, destination: np.ndarray) -> np.ndarray | None
   system[n:, 3:5] = src
   system[n:, 5] = 1.0
   system[n:, 6] = dst[:, 1]
-  _, _, v = np.linalg.svd(system)
+  _, _, v = np.linalg.svd(system, full_matrices=False)
   if np.isclose(v[-1, -1], 0):
     return None
   matrix = np.eye(3)
@@ -298,36 +324,20 @@ def ransac_affine(
   if num_points < max(min_samples, 3) or max_trials <= 0:
     return None, no_inliers
   homogeneous = np.concatenate([source, np.ones([num_points, 1])], axis=1)
-  samples = _sample_indices(num_points, min_samples, max_trials, seed)
+  rng = np.random.default_rng(seed)
 
-  # Fit every minimal sample at once.
-  sample_src = homogeneous[samples]  # [T, s, 3]
-  sample_dst = destination[samples]  # [T, s, 2]
-  if min_samples == 3:
-    det = np.linalg.det(sample_src)
-    scale = np.prod(np.linalg.norm(sample_src, axis=2), axis=1)
-    valid = np.abs(det) > 1e-10 * np.maximum(scale, 1e-300)
-    safe_src = np.where(valid[:, None, None], sample_src, np.eye(3))
-    params = np.linalg.solve(safe_src, sample_dst)  # [T, 3, 2]
-  else:
-    normal = np.einsum("tsi,tsj->tij", sample_src, sample_src)
-    det = np.linalg.det(normal)
-    valid = np.abs(det) > 1e-10 * np.maximum(
-      np.abs(np.trace(normal, axis1=1, axis2=2)) ** 3, 1e-300
-    )
-    safe_normal = np.where(valid[:, None, None], normal, np.eye(3))
-    params = np.linalg.solve(safe_normal, np.einsum("tsi,tsj->tij", sample_src, sample_dst))
-
-  # Residuals of every point under every model, a chunk of trials at a time, followed
-  # by scikit-image's sequential selection (including its dynamic early stop, which
-  # also lets us skip the remaining chunks).
-  best_trial, best_count, best_sum = -1, 0, np.inf
+  # A chunk of trials at a time: draw the samples (scikit-image's stream), fit them all,
+  # compute every residual, then apply scikit-image's sequential selection, including
+  # its dynamic early stop (which also saves the remaining chunks).
+  best_trial, best_count, best_sum, best_params = -1, 0, np.inf, None
   trial_limit = float(max_trials)
   for start in range(0, max_trials, _TRIAL_CHUNK):
     if start >= trial_limit:
       break
     stop = min(start + _TRIAL_CHUNK, max_trials)
-    predicted = np.einsum("mk,tkj->tmj", homogeneous, params[start:stop])
+    samples = _draw_samples(rng, num_points, min_samples, stop - start)
+    params, valid = _fit_minimal_samples(homogeneous[samples], destination[samples])
+    predicted = np.einsum("mk,tkj->tmj", homogeneous, params)
     residuals = np.sqrt(np.sum((predicted - destination[None]) ** 2, axis=2))
     counts = np.count_nonzero(residuals < residual_threshold, axis=1)
     residual_sums = np.einsum("tm,tm->t", residuals, residuals)
@@ -335,16 +345,17 @@ def ransac_affine(
       trial = start + offset
       if trial >= trial_limit:
         break
-      if not valid[trial]:
+      if not valid[offset]:
         continue
       count, residual_sum = int(counts[offset]), residual_sums[offset]
       if count > best_count or (count == best_count and residual_sum < best_sum):
         best_trial, best_count, best_sum = trial, count, residual_sum
+        best_params = params[offset]
         trial_limit = min(trial_limit, _dynamic_max_trials(count, num_points, min_samples))
   if best_trial < 0 or best_count == 0:
     return None, no_inliers
 
-  predicted = homogeneous @ params[best_trial]
+  predicted = homogeneous @ best_params
   inliers = np.sqrt(np.sum((predicted - destination) ** 2, axis=1)) < residual_threshold
   transform = fit_affine(source[inliers], destination[inliers])
   return transform, inliers

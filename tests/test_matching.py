@@ -135,6 +135,18 @@ def test_nearest_neighbours_equal_scipy_kdtree():
   )
 
 
+def test_nearest_neighbour_is_exact_beyond_float32_resolution():
+  """Candidates tied in float32 are decided by the exact float64 distance, like cKDTree."""
+  query = np.zeros([1, 8])
+  index = np.zeros([3, 8])
+  index[0, 0] = 0.5 + 1e-12  # Equal to index 1 in float32, farther in float64.
+  index[1, 1] = 0.5
+  index[2, 2] = 0.9
+  distances, indices = matching.nearest_neighbors(index, query, k=2)
+  np.testing.assert_array_equal(indices, [[1, 0]])
+  assert distances[0, 0] == 0.5 and distances[0, 1] == 0.5 + 1e-12
+
+
 def test_distance_bound_is_strict():
   descriptors_1 = np.array([[0.0, 0.0]])
   descriptors_2 = np.array([[0.5, 0.0], [0.0, 0.25]])
