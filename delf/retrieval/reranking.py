@@ -131,9 +131,10 @@ def _PutativeMatches(
   With a distance bound, a query feature whose nearest index descriptor is
   clearly farther than the bound cannot match. One float32 matrix product
   finds those features; the exact search then runs on the others only, so the
-  pairs are the same as ``matching.putative_matches`` on all features. The
-  margin (1e-3 of the squared norms) is about 100 times the float32 rounding
-  error of a 128-1024-D dot product. When fewer than 4 features can match, no
+  pairs are the same as ``matching.putative_matches`` on all features (its
+  nearest neighbours are exact and row-independent). The margin (at least 1e-3
+  of the squared norms, and 8 times the float32 rounding bound) is far above the
+  float32 error of the product. When fewer than 4 features can match, no
   pair is returned: the score is 0 either way.
   """
   if use_ratio_test:
@@ -144,7 +145,9 @@ def _PutativeMatches(
   query_norms = np.einsum("ij,ij->i", query_descriptors, query_descriptors)
   approx = index_norms[None, :] - 2.0 * (query_descriptors @ index_descriptors.T)
   closest = approx.min(axis=1) + query_norms
-  margin = 1e-3 * (query_norms + index_norms.max()) + 1e-6
+  # Relative rounding bound of a float32 dot product of length D (Higham's gamma_{D+2}).
+  gamma = (query_descriptors.shape[1] + 2) * 2.0**-24
+  margin = max(1e-3, 8.0 * gamma) * (query_norms + index_norms.max()) + 1e-6
   rows = np.flatnonzero(closest < float(threshold) ** 2 + margin)
   if rows.size < _MIN_PUTATIVE_MATCHES:
     return np.zeros([0, 2], dtype=np.int64)
