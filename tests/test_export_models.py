@@ -10,6 +10,7 @@ and hand-computed receptive boxes.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -29,6 +30,12 @@ DELF_GLOBAL_DIM = 128  # 2048 * width_factor
 AE_DIM = 16
 EMBEDDING_DIM = 32
 KAGGLE_SCALES = (0.70710677, 1.0, 1.4142135)
+
+
+@functools.cache
+def load_export(export_path: str):
+  """Each SavedModel is loaded once per test session (loading takes about a second)."""
+  return tf.saved_model.load(export_path)
 
 
 def _unregister_script_flags() -> None:
@@ -209,7 +216,7 @@ _DTYPES = {tf.float32: "DT_FLOAT", tf.int32: "DT_INT32", tf.uint8: "DT_UINT8"}
 
 
 def our_signature(export_path: str) -> dict:
-  signature = tf.saved_model.load(export_path).signatures["serving_default"]
+  signature = load_export(export_path).signatures["serving_default"]
   inputs, outputs = exporter.signature_specs(signature)
   as_listing = lambda specs: {  # noqa: E731
     key: (_DTYPES[spec.dtype], tuple(-1 if d is None else d for d in spec.shape.as_list()))
@@ -230,9 +237,18 @@ def our_signature(export_path: str) -> dict:
 def test_signature_matches_reference_listing(
   request, interop_dir, export_fixture, listing, feature_dim
 ):
-  reference = parse_saved_model_cli((interop_dir / listing).read_text())
+  text = (interop_dir / listing).read_text()
+  reference = parse_saved_model_cli(text)
   assert reference["inputs"] and reference["outputs"]
-  ours = our_signature(request.getfixturevalue(export_fixture))
+  export_path = request.getfixturevalue(export_fixture)
+  ours = our_signature(export_path)
+  # The module's functions: ExtractFeatures everywhere. The reference's non-fixed global
+  # export also lists an ExtractFeaturesFixedScales that has no scales to run; ours
+  # has it only with --input_scales_list (see test_kaggle_global_export).
+  functions = set(re.findall(r"Function Name: '(\w+)'", text)) - {"ExtractFeaturesFixedScales"}
+  assert functions == {"ExtractFeatures"}
+  loaded = load_export(export_path)
+  assert all(hasattr(loaded, name) for name in functions)
   for direction in ("inputs", "outputs"):
     assert set(ours[direction]) == set(reference[direction]), direction
     for key, (dtype, shape) in reference[direction].items():
@@ -250,7 +266,7 @@ def test_signature_matches_reference_listing(
 
 def test_local_export_without_autoencoder(local_noae_export, delf_ckpt):
   _, model = delf_ckpt
-  serve = tf.saved_model.load(local_noae_export).signatures["serving_default"]
+  serve = load_export(local_noae_export).signatures["serving_default"]
   image = _image()
   scales = [0.5, 1.0]
   outputs = serve(
@@ -267,7 +283,7 @@ def test_local_export_without_autoencoder(local_noae_export, delf_ckpt):
 
 
 def test_local_export_box_centres_hit_the_cells(local_noae_export):
-  serve = tf.saved_model.load(local_noae_export).signatures["serving_default"]
+  serve = load_export(local_noae_export).signatures["serving_default"]
   outputs = serve(
     input_image=tf.constant(_image(64, 96)),
     input_scales=tf.constant([1.0, 2.0]),
@@ -287,7 +303,7 @@ def test_local_export_box_centres_hit_the_cells(local_noae_export):
 
 def test_local_export_with_autoencoder_kb29(local_ae_export, delg_ckpt):
   _, model = delg_ckpt
-  serve = tf.saved_model.load(local_ae_export).signatures["serving_default"]
+  serve = load_export(local_ae_export).signatures["serving_default"]
   image = _image(80, 72, seed=4)
   scores_all = _expected_local(model, image, [1.0], 1000, -1.0, stride=32)[3][:, 0]
   threshold = float(np.median(scores_all))
@@ -304,7 +320,7 @@ def test_local_export_with_autoencoder_kb29(local_ae_export, delg_ckpt):
 
 def test_global_export_per_scale_rows(global_export, delf_ckpt):
   _, model = delf_ckpt
-  serve = tf.saved_model.load(global_export).signatures["serving_default"]
+  serve = load_export(global_export).signatures["serving_default"]
   image = _image(70, 90, seed=5)
   scales = [0.5, 1.0, 1.5]
   outputs = serve(
@@ -325,7 +341,7 @@ def test_global_export_per_scale_rows(global_export, delf_ckpt):
 
 def test_kaggle_global_export(kaggle_export, delg_ckpt):
   _, model = delg_ckpt
-  loaded = tf.saved_model.load(kaggle_export)
+  loaded = load_export(kaggle_export)
   serve = loaded.signatures["serving_default"]
   inputs, outputs = exporter.signature_specs(serve)
   assert set(inputs) == {"input_image"}
@@ -344,7 +360,7 @@ def test_kaggle_global_export(kaggle_export, delg_ckpt):
 
 def test_local_and_global_export(local_and_global_export, delg_ckpt):
   _, model = delg_ckpt
-  serve = tf.saved_model.load(local_and_global_export).signatures["serving_default"]
+  serve = load_export(local_and_global_export).signatures["serving_default"]
   image = _image(64, 80, seed=7)
   scales = [0.75, 1.0]
   outputs = serve(
