@@ -120,6 +120,9 @@ def test_with_verification(case, capsys):
   mean_ap, _, precisions, _ = metrics_file.ReadMetricsFile(str(root / "out/metrics.txt"))
   assert list(mean_ap) == ["hard", "hard_after_gv", "medium", "medium_after_gv"]
   assert mean_ap["medium_after_gv"] == mean_ap["hard_after_gv"] == 1.0
+  # Verification is informative here: it must not lower any metric.
+  assert mean_ap["medium_after_gv"] >= mean_ap["medium"]
+  assert mean_ap["hard_after_gv"] >= mean_ap["hard"]
   np.testing.assert_array_equal(precisions["medium_after_gv"], [1.0, 1.0, 1.0])
   assert mean_ap["medium"] == pytest.approx(0.3167, abs=1e-12)  # The global blocks are unchanged.
 
