@@ -473,3 +473,25 @@ def test_missing_checkpoint_and_default_path(workdir, script):
   message = str(raised.value.code)
   assert missing in message and "training writes <logdir>/delf_weights" in message
   assert "\n" not in message
+
+
+def test_checkpoint_directory_hint(delf_ckpt):
+  logdir = os.path.dirname(delf_ckpt[0])
+  with pytest.raises(FileNotFoundError, match=r"did you mean --ckpt_path=.*delf_weights\?"):
+    exporter.check_checkpoint(logdir)
+
+
+def test_behaviour_mismatches_are_named():
+  training = {"model_class": "Delg", "config": {"block3_strides": True, "gem_power": 3.0}}
+  config = exporter.LocalAndGlobalExportConfig(
+    export_path="x", block3_strides=False, delg_gem_power=4.0
+  )
+  assert exporter.behaviour_mismatches(config, training) == [
+    "--noblock3_strides (training used --block3_strides)",
+    "--delg_gem_power=4 (training used --delg_gem_power=3)",
+  ]
+  same = exporter.LocalAndGlobalExportConfig(export_path="x")
+  assert exporter.behaviour_mismatches(same, training) == []
+  # The global export always uses block3_strides=False (KB-35): nothing to warn about.
+  global_config = exporter.GlobalExportConfig(export_path="x", delg_global_features=True)
+  assert exporter.behaviour_mismatches(global_config, training) == []

@@ -105,9 +105,13 @@ def check_export_path(export_path: str) -> None:
 def check_checkpoint(ckpt_path: str) -> None:
   """KB-30: a missing checkpoint is a one-line error that says where training writes it."""
   if not tf.io.gfile.exists(ckpt_path + ".index"):
+    hint = "pass --ckpt_path=<logdir>/delf_weights"
+    candidate = os.path.join(ckpt_path, "delf_weights")
+    if tf.io.gfile.isdir(ckpt_path) and tf.io.gfile.exists(candidate + ".index"):
+      hint = f"did you mean --ckpt_path={candidate}?"
     raise FileNotFoundError(
       f"checkpoint {ckpt_path} not found (no {ckpt_path}.index); training writes "
-      f"<logdir>/delf_weights (default {DEFAULT_CKPT_PATH}): pass --ckpt_path=<logdir>/delf_weights"
+      f"<logdir>/delf_weights (default {DEFAULT_CKPT_PATH}): {hint}"
     )
 
 
@@ -132,6 +136,31 @@ def _flag(name: str, value) -> str:
   if isinstance(value, bool):
     return f"--{name}" if value else f"--no{name}"
   return f"--{name}={value:g}" if isinstance(value, float) else f"--{name}={value}"
+
+
+def behaviour_mismatches(config: ExportConfig, training: dict) -> list[str]:
+  """Flags that differ from training without changing the variables (warnings only).
+
+  The reference allows them (e.g. a different GeM power at export), but they are
+  usually accidents, so the export says so.
+  """
+  trained = training["config"]
+  differing = []
+  if isinstance(config, LocalExportConfig | LocalAndGlobalExportConfig):
+    theirs = trained.get("block3_strides")
+    if theirs is not None and config.block3_strides != theirs:
+      differing.append(
+        f"{_flag('block3_strides', config.block3_strides)} "
+        f"(training used {_flag('block3_strides', bool(theirs))})"
+      )
+  uses_gem = getattr(config, "delg_global_features", False) and training["model_class"] == "Delg"
+  theirs = trained.get("gem_power")
+  if uses_gem and theirs is not None and config.delg_gem_power != theirs:
+    differing.append(
+      f"{_flag('delg_gem_power', config.delg_gem_power)} "
+      f"(training used {_flag('delg_gem_power', float(theirs))})"
+    )
+  return differing
 
 
 def flag_mismatches(config: ExportConfig, training: dict) -> list[str]:
@@ -440,6 +469,8 @@ def export(config: ExportConfig) -> str:
     local_only=isinstance(config, LocalExportConfig),
   )
   print(f"Checkpoint loaded from {config.ckpt_path}")
+  for difference in behaviour_mismatches(config, training) if training else ():
+    print(f"Warning: {difference} in {MODEL_CONFIG_FILENAME}; exporting as the flags say")
   module, served = _make_module(config, model)
   signature = served.get_concrete_function()
 
