@@ -184,3 +184,23 @@ def test_bad_flags_give_one_line_errors(dataset, tmp_path):
       **_flags(dataset, tmp_path, train_clean_csv_path=str(tmp_path / "nope.csv")),
     )
   assert not list(tmp_path.glob("*-of-*"))
+
+
+def test_every_shard_is_created_even_when_empty(dataset, tmp_path):
+  summary = build.build_image_dataset(
+    build.BuildConfig(**_flags(dataset, str(tmp_path), num_shards=6, num_workers=1))
+  )
+  assert summary.num_examples["validation"] == 4
+  sizes = [
+    len(list(tfrecord.read_tfrecord(tmp_path / f"validation-{k:05d}-of-00006"))) for k in range(6)
+  ]
+  assert sizes == [0, 1, 1, 0, 1, 1]  # boundaries int(linspace(0, 4, 7)) = 0,0,1,2,2,3,4
+  assert (tmp_path / "validation-00000-of-00006").stat().st_size == 0
+  assert len(summary.shard_paths["train"]) == 6
+  assert not list(tmp_path.glob(".*.tmp"))  # no temporary files left behind
+
+
+def test_test_split_needs_test_directory(dataset, tmp_path):
+  config = build.BuildConfig(**_flags(dataset, str(tmp_path), test_csv_path="test.csv"))
+  with pytest.raises(ValueError, match="test_directory"):
+    build.build_image_dataset(config)
