@@ -141,12 +141,18 @@ def _PutativeMatches(
     return matching.putative_matches(index.descriptors, query.descriptors, threshold, True)
   index_descriptors = index.descriptors.astype(np.float32, copy=False)
   query_descriptors = query.descriptors.astype(np.float32, copy=False)
+  num_index, dim = index_descriptors.shape
   index_norms = np.einsum("ij,ij->i", index_descriptors, index_descriptors)
   query_norms = np.einsum("ij,ij->i", query_descriptors, query_descriptors)
-  approx = index_norms[None, :] - 2.0 * (query_descriptors @ index_descriptors.T)
-  closest = approx.min(axis=1) + query_norms
-  # Relative rounding bound of a float32 dot product of length D (Higham's gamma_{D+2}).
-  gamma = (query_descriptors.shape[1] + 2) * 2.0**-24
+  # |q - x|^2 - |q|^2 = [q, 1] . [-2x, |x|^2]: one product, no [N, M] temporaries.
+  augmented_index = np.empty([num_index, dim + 1], dtype=np.float32)
+  augmented_index[:, :dim] = -2.0 * index_descriptors
+  augmented_index[:, dim] = index_norms
+  augmented_query = np.ones([query_descriptors.shape[0], dim + 1], dtype=np.float32)
+  augmented_query[:, :dim] = query_descriptors
+  closest = (augmented_query @ augmented_index.T).min(axis=1) + query_norms
+  # Relative rounding bound of a float32 dot product of length D + 1 (Higham's gamma).
+  gamma = (dim + 3) * 2.0**-24
   margin = max(1e-3, 8.0 * gamma) * (query_norms + index_norms.max()) + 1e-6
   rows = np.flatnonzero(closest < float(threshold) ** 2 + margin)
   if rows.size < _MIN_PUTATIVE_MATCHES:
