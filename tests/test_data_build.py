@@ -204,3 +204,27 @@ def test_test_split_needs_test_directory(dataset, tmp_path):
   config = build.BuildConfig(**_flags(dataset, str(tmp_path), test_csv_path="test.csv"))
   with pytest.raises(ValueError, match="test_directory"):
     build.build_image_dataset(config)
+
+
+def test_relabeling_csv_matches_reference_file(interop_dir, tmp_path):
+  # The reference's relabeling.csv from its demo run; rebuild it from a clean CSV whose
+  # images were never downloaded: the relabelling counts every listed id (KB-3).
+  reference = (interop_dir / "relabeling.csv").read_bytes()
+  old_labels = [int(line.split(",")[1]) for line in reference.decode().splitlines()[1:]]
+  rows = [f"{label},{n:016x} {n + 500:016x}" for n, label in enumerate(reversed(old_labels))]
+  clean = tmp_path / "train_clean.csv"
+  clean.write_text("landmark_id,images\n" + "\n".join(rows) + "\n")
+  summary = build.build_image_dataset(
+    build.BuildConfig(
+      train_directory=str(tmp_path / "no_images"),
+      output_directory=str(tmp_path / "out"),
+      train_clean_csv_path=str(clean),
+      num_shards=2,
+      generate_train_validation_splits=True,
+      num_workers=1,
+    )
+  )
+  assert (tmp_path / "out" / "relabeling.csv").read_bytes() == reference
+  assert summary.num_classes == len(old_labels)
+  assert len(summary.skipped) == 2 * len(old_labels)
+  assert summary.num_examples == {"train": 0, "validation": 0, "test": 0}
