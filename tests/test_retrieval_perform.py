@@ -190,3 +190,17 @@ def test_script_interface(case):
   }
   for name, default in defaults.items():
     assert flags.FLAGS[name].default == default, name
+
+
+def test_descriptors_of_another_model_are_an_error(case):
+  root, gnd_path = case
+  for j in range(10):
+    datum_io.WriteToFile(np.ones(7, np.float32), str(root / f"index/im{j}.delg_global"))
+  config = retrieval.RetrievalConfig(
+    dataset_file_path=gnd_path,
+    query_features_dir=str(root / "query"),
+    index_features_dir=str(root / "index"),
+    output_dir=str(root / "out"),
+  )
+  with pytest.raises(ValueError, match=r"No usable global descriptor in .*index.*dimension 7"):
+    retrieval.perform_retrieval(config)

@@ -101,7 +101,8 @@ def LoadGlobalDescriptors(
     wrong-sized file to what is wrong with it; its row is all zeros (KB-39).
 
   Raises:
-    ValueError: no descriptor at all could be read.
+    ValueError: no usable descriptor at all (e.g. a dimension that differs from
+      the queries' for every index image: features of another model).
   """
   progress = ProgressReporter(
     f"Loading {label} global descriptors",
@@ -136,6 +137,11 @@ def LoadGlobalDescriptors(
       problems[path] = f"dimension {descriptor.size}, expected {dimension}"
       continue
     descriptors[row] = descriptor
+  if names and len(problems) == len(names):
+    example = next(iter(problems.items()))
+    raise ValueError(
+      f"No usable global descriptor in {features_dir} (e.g. {example[0]}: {example[1]})"
+    )
   return descriptors, problems
 
 
