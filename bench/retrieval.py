@@ -13,8 +13,11 @@ descriptors (DELG's local descriptor size); about 8 % of the index images
 show one query's scene under an affine map (those give inliers), the
 rest are unrelated. Global descriptors rank distractors and positives mixed.
 
+On a shared machine set OPENBLAS_NUM_THREADS=1 (BLAS threads spin and blur the
+CPU-time column); the CPU ratio is the fairer figure when the machine is busy.
+
 Usage:
-  python -m bench.retrieval [--num_queries=2] [--num_index=150] [--num_features=1000] [--workers=2]
+  OPENBLAS_NUM_THREADS=1 python -m bench.retrieval [--num_queries=2] [--num_index=150] [--num_features=1000] [--workers=2]
   python -m bench.retrieval --dataset_file_path=demo/gnd_demo.mat \
     --query_features_dir=demo/features/query --index_features_dir=demo/features/index
 """
