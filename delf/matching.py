@@ -337,10 +337,16 @@ def ransac_affine(
     stop = min(start + _TRIAL_CHUNK, max_trials)
     samples = _draw_samples(rng, num_points, min_samples, stop - start)
     params, valid = _fit_minimal_samples(homogeneous[samples], destination[samples])
-    predicted = np.einsum("mk,tkj->tmj", homogeneous, params)
-    residuals = np.sqrt(np.sum((predicted - destination[None]) ** 2, axis=2))
-    counts = np.count_nonzero(residuals < residual_threshold, axis=1)
-    residual_sums = np.einsum("tm,tm->t", residuals, residuals)
+    # One GEMM for all models: [M, 3] @ [3, T * 2] -> predictions [M, T, 2].
+    num_chunk = params.shape[0]
+    predicted = (homogeneous @ params.transpose(1, 0, 2).reshape(3, 2 * num_chunk)).reshape(
+      num_points, num_chunk, 2
+    )
+    delta_y = predicted[:, :, 0] - destination[:, 0:1]
+    delta_x = predicted[:, :, 1] - destination[:, 1:2]
+    residuals = np.sqrt(delta_y * delta_y + delta_x * delta_x)  # [M, T]
+    counts = np.count_nonzero(residuals < residual_threshold, axis=0)
+    residual_sums = np.einsum("mt,mt->t", residuals, residuals)
     for offset in range(stop - start):
       trial = start + offset
       if trial >= trial_limit:
