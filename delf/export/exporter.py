@@ -15,14 +15,17 @@ Ours:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import logging
 import os
 import shutil
 import tempfile
 from collections.abc import Sequence
 
 import tensorflow as tf
+from absl import logging as absl_logging
 
 from delf.export import modules
 from delf.export.receptive_field import BASE_STRIDE, PADDING, RECEPTIVE_FIELD, stride_factor
@@ -441,6 +444,20 @@ def export_config_dict(config: ExportConfig, model, signature) -> dict:
   return description
 
 
+@contextlib.contextmanager
+def _quiet_tensorflow_info():
+  """Hides TF's INFO lines while saving (one lists hundreds of renamed loop inputs)."""
+  logger = logging.getLogger("tensorflow")
+  level, verbosity = logger.level, absl_logging.get_verbosity()
+  logger.setLevel(max(level, logging.WARNING))
+  absl_logging.set_verbosity(min(verbosity, absl_logging.WARNING))
+  try:
+    yield
+  finally:
+    logger.setLevel(level)
+    absl_logging.set_verbosity(verbosity)
+
+
 def export(config: ExportConfig) -> str:
   """Exports the checkpoint as a SavedModel at ``config.export_path``; returns that path.
 
@@ -478,7 +495,8 @@ def export(config: ExportConfig) -> str:
   os.makedirs(parent, exist_ok=True)
   staging = tempfile.mkdtemp(prefix=f".{os.path.basename(export_path)}.tmp-", dir=parent)
   try:
-    tf.saved_model.save(module, staging, signatures={"serving_default": signature})
+    with _quiet_tensorflow_info():
+      tf.saved_model.save(module, staging, signatures={"serving_default": signature})
     with open(os.path.join(staging, EXPORT_CONFIG_FILENAME), "w") as f:
       json.dump(export_config_dict(config, model, signature), f, indent=2)
       f.write("\n")
