@@ -21,7 +21,7 @@ FLAGS = flags.FLAGS
 def _unregister_script_flags() -> None:
   for module_name, module_flags in list(FLAGS.flags_by_module_dict().items()):
     if module_name.startswith("scripts.") or module_name == "__main__":
-      for flag in module_flags:
+      for flag in list(module_flags):
         if flag.name in FLAGS:
           delattr(FLAGS, flag.name)
 
