@@ -495,3 +495,24 @@ def test_behaviour_mismatches_are_named():
   # The global export always uses block3_strides=False (KB-35): nothing to warn about.
   global_config = exporter.GlobalExportConfig(export_path="x", delg_global_features=True)
   assert exporter.behaviour_mismatches(global_config, training) == []
+
+
+@pytest.mark.parametrize(
+  ("script", "args", "error"),
+  [
+    ("export_local_model", ["--iou=1.5"], "iou must be in"),
+    ("export_local_and_global_model", ["--iou=-0.1"], "iou must be in"),
+    ("export_global_model", ["--input_scales_list="], "at least one scale"),
+  ],
+)
+def test_bad_flag_values_fail_before_loading(workdir, script, args, error):
+  # The checkpoint does not exist: the flag check must come first.
+  with pytest.raises(SystemExit, match=error):
+    run_export(script, f"--export_path={workdir / 'never'}", "--ckpt_path=/nonexistent", *args)
+
+
+def test_export_path_is_required():
+  from absl import app
+
+  with pytest.raises(app.UsageError, match="export_path"):
+    run_export("export_local_model")

@@ -28,6 +28,8 @@ import tensorflow as tf
 from absl import logging as absl_logging
 
 from delf.export import modules
+from delf.export.global_features import validate_pool_type
+from delf.export.nms import validate_iou_threshold
 from delf.export.receptive_field import BASE_STRIDE, PADDING, RECEPTIVE_FIELD, stride_factor
 
 DEFAULT_CKPT_PATH = "/tmp/delf/delf_weights"
@@ -103,6 +105,24 @@ def check_export_path(export_path: str) -> None:
     raise ValueError("export_path is required")
   if os.path.lexists(export_path):
     raise ValueError(f"export_path {export_path} already exists; choose a new directory")
+
+
+def check_flag_values(config: ExportConfig) -> None:
+  """Rejects bad flag values before the (slow) model build."""
+  if isinstance(config, GlobalExportConfig):
+    validate_pool_type(config.multi_scale_pool_type)
+    if config.input_scales_list is not None and not config.input_scales_list:
+      raise ValueError("input_scales_list must contain at least one scale")
+    if config.delg_embedding_layer_dim < 1:
+      raise ValueError(
+        f"delg_embedding_layer_dim must be >= 1, got {config.delg_embedding_layer_dim}"
+      )
+  else:
+    validate_iou_threshold(config.iou)
+    if isinstance(config, LocalAndGlobalExportConfig) and config.delg_embedding_layer_dim < 1:
+      raise ValueError(
+        f"delg_embedding_layer_dim must be >= 1, got {config.delg_embedding_layer_dim}"
+      )
 
 
 def check_checkpoint(ckpt_path: str) -> None:
@@ -468,6 +488,7 @@ def export(config: ExportConfig) -> str:
   """
   export_path = os.path.abspath(config.export_path)
   check_export_path(export_path)
+  check_flag_values(config)
   check_checkpoint(config.ckpt_path)
   training = read_training_model_config(config.ckpt_path)
   try:
