@@ -516,3 +516,18 @@ def test_export_path_is_required():
 
   with pytest.raises(app.UsageError, match="export_path"):
     run_export("export_local_model")
+
+
+def test_local_module_without_block3_strides_uses_stride_16():
+  from delf.export.modules import LocalFeatureModule
+
+  tf.keras.utils.set_random_seed(3)
+  model = Delf(block3_strides=False, num_classes=None, **TINY)
+  module = LocalFeatureModule(model, block3_strides=False, iou=1.0)
+  image = _image(64, 48, seed=8)
+  outputs = module.ExtractFeatures(
+    tf.constant(image), tf.constant([1.0, 0.5]), tf.constant(1000), tf.constant(-1.0)
+  )
+  expected = _expected_local(model, image, [1.0, 0.5], 1000, -1.0, stride=16)
+  assert expected[4] == 4 * 3 + 2 * 2  # block3 at stride 16: 64x48 -> 4x3, 32x24 -> 2x2
+  _check_local(outputs, expected, BLOCK3_CHANNELS)
