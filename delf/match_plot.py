@@ -69,9 +69,13 @@ def plot_matches(
   offset = image_1.shape[1]
   points_1 = np.asarray(locations_1, dtype=np.float64).reshape(-1, 2)[pairs[:, 0]]
   points_2 = np.asarray(locations_2, dtype=np.float64).reshape(-1, 2)[pairs[:, 1]]
-  fig, ax = plt.subplots()
+  canvas = side_by_side(image_1, image_2)
+  # Near the images' own resolution (capped), so that the lines stay readable.
+  width_inches = min(canvas.shape[1], 2400) / 100
+  fig, ax = plt.subplots(figsize=(width_inches, width_inches * canvas.shape[0] / canvas.shape[1]))
+  fig.subplots_adjust(left=0, right=1, bottom=0, top=1)
   try:
-    ax.imshow(side_by_side(image_1, image_2), interpolation="nearest", cmap="gray")
+    ax.imshow(canvas, interpolation="nearest")
     if len(pairs):
       ax.scatter(points_1[:, 1], points_1[:, 0], facecolors="none", edgecolors="k", s=8)
       ax.scatter(points_2[:, 1] + offset, points_2[:, 0], facecolors="none", edgecolors="k", s=8)
@@ -83,7 +87,7 @@ def plot_matches(
     ax.set_title(title)
     extension = os.path.splitext(output_path)[1].lstrip(".").lower() or "png"
     with atomic_io.atomic_output(output_path, "wb") as f:
-      fig.savefig(f, format=extension)
+      fig.savefig(f, format=extension, dpi=100, bbox_inches="tight")
   finally:
     plt.close(fig)
 
