@@ -87,7 +87,7 @@ def validate_image(path: str) -> tuple[int, int, str | None]:
       # Decoding at reduced scale still reads every byte (truncation is caught).
       image.draft("RGB", (max(1, width // 8), max(1, height // 8)))
       image.load()
-      if image.mode not in ("RGB", "L", "CMYK", "YCbCr", "I;16", "LA", "RGBA", "P"):
+      if image.mode not in ("RGB", "L", "CMYK"):
         return 0, 0, f"unsupported JPEG colour mode {image.mode}"
   except Exception as e:  # Pillow raises many types for bad data.
     return 0, 0, f"cannot decode JPEG ({e})"

@@ -195,14 +195,22 @@ def _feature(value: FeatureValue) -> bytes:
 def serialize_example(features: Mapping[str, FeatureValue]) -> bytes:
   """Serialises a ``tf.train.Example`` (keys sorted, as ``deterministic=True`` does)."""
   entries = b"".join(
-    _length_delimited(1, _length_delimited(1, key.encode("utf-8")) + _feature_entry(value))
+    _cached_entry(key, value)
+    if isinstance(value, int) or (isinstance(value, bytes) and len(value) <= 8)
+    else _entry(key, value)
     for key, value in sorted(features.items())
   )
   return _length_delimited(1, entries)
 
 
-def _feature_entry(value: FeatureValue) -> bytes:
-  return _length_delimited(2, _feature(value))
+def _entry(key: str, value: FeatureValue) -> bytes:
+  """One ``map<string, Feature>`` entry: key (1) and value (2)."""
+  key_field = _length_delimited(1, key.encode("utf-8"))
+  return _length_delimited(1, key_field + _length_delimited(2, _feature(value)))
+
+
+# Heights, widths, labels and constant features repeat across millions of records.
+_cached_entry = functools.lru_cache(maxsize=65536)(_entry)
 
 
 def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
