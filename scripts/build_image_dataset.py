@@ -22,7 +22,7 @@ import sys
 
 from absl import app, flags
 
-from delf.data import build, gldv2_csv
+from delf.data import build
 
 _TRAIN_DIRECTORY = flags.DEFINE_string(
   "train_directory",
@@ -89,10 +89,11 @@ def main(argv):
   )
   try:
     build.build_image_dataset(config)
-  except (ValueError, gldv2_csv.CsvFormatError) as e:
-    raise app.UsageError(str(e)) from None
+  except ValueError as e:  # includes gldv2_csv.CsvFormatError
+    raise SystemExit(f"build_image_dataset: {e}") from None
   except OSError as e:
-    raise app.UsageError(f"{getattr(e, 'filename', '') or config.output_directory}: {e}") from None
+    where = getattr(e, "filename", None) or config.output_directory
+    raise SystemExit(f"build_image_dataset: {where}: {e.strerror or e}") from None
   sys.stdout.flush()
 
 
