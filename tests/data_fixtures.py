@@ -6,6 +6,7 @@ helpers themselves only write files.
 
 from __future__ import annotations
 
+import os
 import pathlib
 
 from delf.data import demo
@@ -60,22 +61,9 @@ def build_tiny_tfrecords(
 
 
 def run_data_script(name: str, **flag_values):
-  """``tests.cli_harness.run_script`` after fully unregistering previously loaded script flags.
-
-  The harness deletes flags while iterating the list it deletes from, so every
-  second flag of an already imported script survives and re-importing it raises
-  ``DuplicateFlagError``; this works around that until the harness is fixed.
-  """
-  from absl import flags
-
+  """``tests.cli_harness.run_script`` with ``os.PathLike`` flag values turned into strings."""
   from tests.cli_harness import run_script
 
-  registry = flags.FLAGS.flags_by_module_dict()
-  for module_name in list(registry):
-    if module_name.startswith("scripts.") or module_name == "__main__":
-      for flag in list(registry.get(module_name, [])):
-        if flag.name in flags.FLAGS:
-          delattr(flags.FLAGS, flag.name)
   return run_script(
-    name, **{k: str(v) if hasattr(v, "__fspath__") else v for k, v in flag_values.items()}
+    name, **{k: os.fspath(v) if hasattr(v, "__fspath__") else v for k, v in flag_values.items()}
   )

@@ -227,3 +227,30 @@ def test_relabeling_csv_matches_reference_file(interop_dir, tmp_path):
   assert summary.num_classes == len(old_labels)
   assert len(summary.skipped) == 2 * len(old_labels)
   assert summary.num_examples == {"train": 0, "validation": 0, "test": 0}
+
+
+def test_flag_names_types_and_defaults_match_spec():
+  from absl import flags
+
+  from tests.cli_harness import load_script
+
+  load_script("build_image_dataset")
+  expected = {
+    "train_directory": ("string", "/tmp/"),
+    "test_directory": ("string", None),
+    "output_directory": ("string", "/tmp/"),
+    "train_csv_path": ("string", "/tmp/train.csv"),
+    "train_clean_csv_path": ("string", None),
+    "test_csv_path": ("string", None),
+    "num_shards": ("int", 128),
+    "generate_train_validation_splits": ("bool", False),
+    "validation_split_size": ("float", 0.2),
+    "seed": ("int", 0),
+    "num_workers": ("int", None),  # ours (KB-6): None = all cores
+  }
+  registered = {
+    f.name: f for f in flags.FLAGS.flags_by_module_dict()["scripts.build_image_dataset"]
+  }
+  assert set(registered) == set(expected)
+  for name, (kind, default) in expected.items():
+    assert (registered[name].flag_type(), registered[name].default) == (kind, default), name
