@@ -1,4 +1,4 @@
-"""Extracts DELF local features for a list of images into .delf files.
+r"""Extracts DELF local features for a list of images into .delf files.
 
 Usage:
   python scripts/extract_features.py \

@@ -1,4 +1,4 @@
-"""Matches the DELF features of two images and draws the verified correspondences.
+r"""Matches the DELF features of two images and draws the verified correspondences.
 
 Usage:
   python scripts/match_images.py \
