@@ -134,3 +134,23 @@ def test_render_difficulty_changes_view_and_keeps_geometry():
   view2, homography2 = demo.render_landmark_view(landmark, np.random.default_rng(6), (120, 160))
   assert not np.allclose(homography, homography2)
   assert np.abs(view.astype(int) - view2.astype(int)).mean() > 5
+
+
+def test_script_writes_the_same_as_the_library(tmp_path, capsys):
+  from tests.data_fixtures import run_data_script
+
+  run_data_script(
+    "make_demo_dataset",
+    output_dir=tmp_path / "cli",
+    num_landmarks=2,
+    images_per_landmark=3,
+    image_width=64,
+    image_height=48,
+    plant_bad_files=True,
+  )
+  assert "2 landmarks" in capsys.readouterr().out
+  info = make_tiny_gldv2(
+    tmp_path / "lib", num_landmarks=2, images_per_landmark=3, plant_bad_files=True
+  )
+  for rel in ("train/train.csv", "train/train_clean.csv", "test/test.csv", "index/index.csv"):
+    assert (tmp_path / "cli" / rel).read_bytes() == (info.root / rel).read_bytes(), rel
