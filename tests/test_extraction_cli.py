@@ -134,6 +134,8 @@ def test_shards_and_zero_feature_warning(tmp_path, model_path, capsys):
   err = capsys.readouterr().err
   assert err.count("Warning: no local features for") == 2
   assert "raw attention scale" in err
+  # The toy model's scores are threshold + 3, 2, 1: probed with threshold 0 -> 3.
+  assert err.count("highest attention score in this image: 3)") == 2
 
 
 def test_bad_inputs_are_one_line(tmp_path, capsys):

@@ -279,6 +279,7 @@ def test_tf2_export_without_flag_warns_and_works(models):
   with pytest.warns(UserWarning, match="is_tf2_exported: true"):
     extract = extractor_lib.MakeExtractor(config)
   np.testing.assert_allclose(extract(image(20, 20))["local_features"]["attention"], [4, 3, 2])
+  assert extract.max_attention(image(20, 20)) == 3.0
 
 
 def test_tf1_export_is_pruned_and_called_positionally(models):
@@ -287,7 +288,9 @@ def test_tf1_export_is_pruned_and_called_positionally(models):
   )
   with warnings.catch_warnings():
     warnings.simplefilter("error", UserWarning)  # No "set is_tf2_exported" warning here.
-    result = extractor_lib.MakeExtractor(config)(image(30, 20))
+    extract = extractor_lib.MakeExtractor(config)
+    result = extract(image(30, 20))
+  assert extract.max_attention(image(30, 20)) == 3.0  # Probed with threshold 0.
   local = result["local_features"]
   np.testing.assert_allclose(local["locations"], [[15, 10], [4, 6], [0, 0]])
   np.testing.assert_allclose(local["attention"], [5, 4, 3])

@@ -11,7 +11,8 @@ Differences from the reference (all keep its outputs for valid input):
 * KB-41: an image that cannot be read is reported in one line and counted; the
   run goes on, prints a summary and returns a non-zero status at the end.
 * KB-58: an image with zero local features gets a warning explaining that
-  ``score_threshold`` is on the model's raw attention scale.
+  ``score_threshold`` is on the model's raw attention scale, with the image's highest
+  attention score (for the first few such images) to calibrate it.
 * Throughput: the model is loaded once, and a background thread decodes and
   resizes the next images while the model runs on the current one.
 * ``num_shards`` / ``shard_index`` split the list deterministically (image i goes
@@ -35,6 +36,9 @@ from delf.progress import ProgressReporter
 
 DELG_SCRIPT = "scripts/extract_delg_features.py"
 _PREFETCH = 2  # Images decoded ahead of the model.
+# Images without features for which the highest attention score is looked up (one more
+# model run each) to help calibrate score_threshold (KB-58).
+_MAX_ATTENTION_PROBES = 3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,10 +165,17 @@ def extract_features(config: ExtractFeaturesConfig) -> int:
       continue
     if num_features == 0 and min(resized.shape[:2]) >= 10:
       num_empty += 1
+      highest = ""
+      if num_empty <= _MAX_ATTENTION_PROBES:
+        try:
+          top = extractor.max_attention(resized)
+          highest = f" (highest attention score in this image: {top:.4g})" if top else ""
+        except Exception:  # Diagnostics only; never fail the run for them.
+          highest = ""
       print(
         f"Warning: no local features for {path}: no attention score reached "
-        f"score_threshold {threshold:g} in {config.config_path}. The threshold is on the "
-        "model's raw attention scale (not a probability); lower it for this model.",
+        f"score_threshold {threshold:g} in {config.config_path}{highest}. The threshold is "
+        "on the model's raw attention scale (not a probability); lower it for this model.",
         file=sys.stderr,
       )
     progress.update()

@@ -182,8 +182,11 @@ class Extractor:
     if unknown:
       raise ExportFormatError(f"{model_path}: serving_default has unknown inputs {sorted(unknown)}")
 
-    def run(image: np.ndarray) -> list[np.ndarray]:
-      result = serving(input_image=tf.constant(image, dtype=tf.uint8), **constants)
+    def run(image: np.ndarray, local_overrides: tuple | None = None) -> list[np.ndarray]:
+      feed = dict(constants)
+      if local_overrides is not None:
+        feed["input_abs_thres"], feed["input_max_feature_num"] = local_overrides
+      result = serving(input_image=tf.constant(image, dtype=tf.uint8), **feed)
       return [result[name].numpy() for name in wanted]
 
     return run
@@ -206,8 +209,11 @@ class Extractor:
         f"{model_path}: cannot find the TF1 tensors {feeds} -> {fetches}: {e}"
       ) from e
 
-    def run(image: np.ndarray) -> list[np.ndarray]:
-      result = pruned(tf.constant(image, dtype=tf.uint8), *constants)
+    def run(image: np.ndarray, local_overrides: tuple | None = None) -> list[np.ndarray]:
+      feed = list(constants)
+      if local_overrides is not None:
+        feed[1], feed[2] = local_overrides
+      result = pruned(tf.constant(image, dtype=tf.uint8), *feed)
       return [r.numpy() for r in result]
 
     return run
@@ -265,6 +271,21 @@ class Extractor:
         "attention": attention,
       }
     return result
+
+  def max_attention(self, resized_image: np.ndarray) -> float | None:
+    """Highest attention score of any cell of any scale (KB-58: threshold calibration).
+
+    Runs the model once more with ``score_threshold`` 0 (attention is a softplus, so
+    every cell passes) and one feature. None without local features or cells.
+    """
+    if not self.use_local:
+      return None
+    tf = self._tf
+    outputs = self._run_model(
+      resized_image, (tf.constant(0.0, tf.float32), tf.constant(1, tf.int32))
+    )
+    scores = np.reshape(outputs[3], [-1])
+    return float(scores.max()) if scores.size else None
 
   def __call__(
     self, image: np.ndarray, resize_factor: float = 1.0, image_name: str | None = None
