@@ -21,7 +21,6 @@ wrong. We look at the loaded object too:
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Callable
 
@@ -77,7 +76,7 @@ class Extractor:
 
     self._tf = tf
     model_path = config.model_path
-    if not model_path or not os.path.isdir(model_path):
+    if not model_path or not tf.io.gfile.isdir(model_path):
       raise FileNotFoundError(f"model_path is not a SavedModel directory: {model_path!r}")
     try:
       self._model = tf.saved_model.load(model_path)
