@@ -58,6 +58,8 @@ def test_apply_pca_and_whitening_exact():
     variances=np.array([4, 1], np.float32),
   )
   np.testing.assert_array_equal(pca.ApplyPcaAndWhitening(PCA_DATA, parameters), PCA_EXPECTED)
+  with pytest.raises(ValueError, match="do not fit the PCA parameters of dimension 3"):
+    pca.ApplyPcaAndWhitening(np.ones([4, 5]), parameters)
 
 
 def test_l2_normalize_has_tensorflow_semantics():

@@ -31,6 +31,11 @@ class PcaParameters:
 def ApplyPcaAndWhitening(data: np.ndarray, pca: PcaParameters) -> np.ndarray:
   """Projects [N, D] data onto the first ``pca.dim`` components (+ whitening) -> [N, dim]."""
   data = np.asarray(data, dtype=np.float32)
+  if data.ndim != 2 or data.shape[1] != pca.mean.shape[0]:
+    raise ValueError(
+      f"descriptors of shape {data.shape} do not fit the PCA parameters of dimension "
+      f"{pca.mean.shape[0]} (is the config's PCA meant for this model?)"
+    )
   output = (data - pca.mean.astype(np.float32)) @ pca.matrix[: pca.dim, :].astype(np.float32).T
   if pca.use_whitening:
     if pca.variances is None:
