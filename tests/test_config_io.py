@@ -111,3 +111,16 @@ def test_every_shipped_config_parses_and_starts_with_a_usage_comment():
     first = path.read_text().splitlines()[0]
     assert first.startswith("#"), f"{name} must start with a comment giving the command"
     assert "python scripts/" in path.read_text().split("\n\n")[0], name
+
+
+def test_light_extraction_modules_do_not_import_tensorflow():
+  import subprocess
+  import sys
+
+  code = (
+    "import sys; import delf.extraction.config_io, delf.extraction.resize, "
+    "delf.extraction.image_io, delf.extraction.postprocess, delf.extraction.extract_features; "
+    "print('tensorflow' in sys.modules)"
+  )
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+  assert out.stdout.strip() == "False"
