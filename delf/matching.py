@@ -133,6 +133,14 @@ def nearest_neighbors(
     (distances [N2, k] float64 Euclidean, indices [N2, k] int64), sorted by distance.
     Missing neighbours (k larger than N1) get distance inf and index N1, as in SciPy.
   """
+  squared, indices = _nearest_neighbors_squared(descriptors_1, descriptors_2, k)
+  return np.sqrt(squared), indices
+
+
+def _nearest_neighbors_squared(
+  descriptors_1: np.ndarray, descriptors_2: np.ndarray, k: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
+  """Like :func:`nearest_neighbors`, with exact squared float64 distances."""
   d1 = np.ascontiguousarray(descriptors_1, dtype=np.float64)
   d2 = np.ascontiguousarray(descriptors_2, dtype=np.float64)
   n1, n2 = d1.shape[0], d2.shape[0]
@@ -167,7 +175,7 @@ def nearest_neighbors(
     rows, cols, exact = rows[order], cols[order], exact[order]
     rank = np.arange(len(rows)) - np.searchsorted(rows, rows, side="left")
     keep = rank < kk
-    distances[start + rows[keep], rank[keep]] = np.sqrt(exact[keep])
+    distances[start + rows[keep], rank[keep]] = exact[keep]
     indices[start + rows[keep], rank[keep]] = cols[keep]
   return distances, indices
 
@@ -199,8 +207,9 @@ def putative_matches(
     distances, indices = nearest_neighbors(d1, d2, k=2)
     keep = distances[:, 0] < distance_threshold * distances[:, 1]
   else:
-    distances, indices = nearest_neighbors(d1, d2, k=1)
-    keep = distances[:, 0] ** 2 < float(distance_threshold) ** 2
+    # SciPy compares squared distances with distance_upper_bound ** 2.
+    squared, indices = _nearest_neighbors_squared(d1, d2, k=1)
+    keep = squared[:, 0] < float(distance_threshold) ** 2
   image_2_indices = np.flatnonzero(keep)
   return np.stack([indices[image_2_indices, 0], image_2_indices], axis=1).astype(np.int64)
 
