@@ -1,7 +1,7 @@
-"""Exports a trained DELF/DELG checkpoint as a global-descriptor SavedModel (training.md §7.7).
+r"""Exports a trained DELF/DELG checkpoint as a global-descriptor SavedModel (training.md §7.7).
 
 Usage:
-  python -m scripts.export_global_model \
+  python scripts/export_global_model.py \
     --ckpt_path=/tmp/delf/delf_weights --export_path=/tmp/delg_global_export \
     [--delg_global_features --delg_gem_power=3.0 --delg_embedding_layer_dim=2048]
 
@@ -11,7 +11,7 @@ returns ``global_descriptors`` [K', D], one raw row per selected scale: the
 format the extraction tools read.
 
 Kaggle (Landmark Retrieval 2020) format, for a DELG checkpoint:
-  python -m scripts.export_global_model \
+  python scripts/export_global_model.py \
     --ckpt_path=/tmp/delf/delf_weights --export_path=/tmp/kaggle_export \
     --delg_global_features --input_scales_list=0.70710677,1.0,1.4142135 \
     --multi_scale_pool_type=sum --normalize_global_descriptor

@@ -1,7 +1,7 @@
-"""Exports a trained DELG (or DELF) checkpoint as a local + global SavedModel (training.md §7.8).
+r"""Exports a trained DELG (or DELF) checkpoint as a local + global SavedModel (training.md §7.8).
 
 Usage:
-  python -m scripts.export_local_and_global_model \
+  python scripts/export_local_and_global_model.py \
     --ckpt_path=/tmp/delf/delf_weights --export_path=/tmp/delg_export \
     [--delg_global_features] [--delg_gem_power=3.0] [--delg_embedding_layer_dim=2048] \
     [--block3_strides] [--iou=1.0] [--use_autoencoder] [--autoencoder_dimensions=128] \

@@ -1,7 +1,7 @@
-"""Exports a trained DELF checkpoint as a local-feature SavedModel (training.md §7.6).
+r"""Exports a trained DELF checkpoint as a local-feature SavedModel (training.md §7.6).
 
 Usage:
-  python -m scripts.export_local_model \
+  python scripts/export_local_model.py \
     --ckpt_path=/tmp/delf/delf_weights --export_path=/tmp/delf_local_export \
     [--noblock3_strides] [--iou=1.0] [--nouse_autoencoder] \
     [--autoencoder_dimensions=128] [--local_feature_map_channels=1024]
