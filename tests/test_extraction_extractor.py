@@ -322,5 +322,9 @@ def test_config_errors(models, tmp_path):
   config.delf_local_config.pca_parameters.mean_path = str(tmp_path / "missing_mean.datum")
   config.delf_local_config.pca_parameters.projection_matrix_path = "x"
   config.delf_local_config.pca_parameters.pca_dim = 2
-  with pytest.raises(FileNotFoundError, match=r"missing_mean\.datum"):
+  with pytest.raises(FileNotFoundError, match=r"use_pca is true.*missing_mean\.datum"):
+    extractor_lib.MakeExtractor(config)
+  config = make_config(models["local"])
+  config.delf_local_config.ClearField("use_pca")  # Defaults to true, no PCA files given.
+  with pytest.raises(ValueError, match=r"delf_local_config\.use_pca is true \(its default"):
     extractor_lib.MakeExtractor(config)

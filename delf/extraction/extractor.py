@@ -48,6 +48,18 @@ def _signature_io(signature) -> tuple[set[str], set[str]]:
   return inputs, outputs
 
 
+def _load_pca(section: str, feature_config) -> pca_lib.PcaParameters:
+  """Loads a modality's PCA files; errors say that use_pca defaults to true."""
+  try:
+    return pca_lib.load_pca_parameters(feature_config.pca_parameters)
+  except FileNotFoundError as e:
+    raise FileNotFoundError(f"{section}.use_pca is true (its default): {e}") from None
+  except ValueError as e:
+    raise ValueError(
+      f"{section}.use_pca is true (its default; set it to false for no PCA): {e}"
+    ) from None
+
+
 class Extractor:
   """Callable ``(image uint8 [H, W, 3], resize_factor=1.0) -> dict`` (see module doc).
 
@@ -98,12 +110,12 @@ class Extractor:
       )
     self._global_scales_ind = tf.constant(scale_indices, dtype=tf.int32)
     self._local_pca = (
-      pca_lib.load_pca_parameters(local_config.pca_parameters)
+      _load_pca("delf_local_config", local_config)
       if self.use_local and local_config.use_pca
       else None
     )
     self._global_pca = (
-      pca_lib.load_pca_parameters(global_config.pca_parameters)
+      _load_pca("delf_global_config", global_config)
       if self.use_global and global_config.use_pca
       else None
     )
