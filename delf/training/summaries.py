@@ -1,0 +1,56 @@
+"""TensorBoard statistics of the train step (training.md §6.8) without TensorFlow Probability.
+
+Percentiles use sort + gather with the nearest-rank rule (TFP's default
+``interpolation='nearest'``), so TFP is not a dependency (KB-24).
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+PERCENTILES = (25, 50, 75)
+
+
+def percentile(x: tf.Tensor, q: float) -> tf.Tensor:
+  """The ``q``-th percentile (0..100) of all values of ``x``, nearest rank."""
+  flat = tf.sort(tf.reshape(tf.cast(x, tf.float32), [-1]))
+  n = tf.cast(tf.size(flat), tf.float32)
+  index = tf.cast(tf.round(q / 100.0 * (n - 1.0)), tf.int32)
+  return tf.gather(flat, index)
+
+
+def attention_statistics(prob: tf.Tensor) -> dict[str, tf.Tensor]:
+  """``attention/max|min|mean|percent_25|percent_50|percent_75`` of the attention map."""
+  prob = tf.cast(prob, tf.float32)
+  stats = {
+    "attention/max": tf.reduce_max(prob),
+    "attention/min": tf.reduce_min(prob),
+    "attention/mean": tf.reduce_mean(prob),
+  }
+  for q in PERCENTILES:
+    stats[f"attention/percent_{q}"] = percentile(prob, q)
+  return stats
+
+
+def sparsity(endpoints: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+  """``sparsity/<endpoint>``: fraction of exact zeros of every backbone endpoint."""
+  return {
+    f"sparsity/{key}": tf.reduce_mean(tf.cast(tf.equal(value, 0), tf.float32))
+    for key, value in endpoints.items()
+  }
+
+
+def image_range(images: tf.Tensor) -> dict[str, tf.Tensor]:
+  return {"image_range/max": tf.reduce_max(images), "image_range/min": tf.reduce_min(images)}
+
+
+def write_images(images: tf.Tensor, prob: tf.Tensor, step: int, max_outputs: int = 3) -> None:
+  """``batch_images`` ((x + 1) / 2) and ``batch_attention`` (prob / max(prob + 1e-3))."""
+  tf.summary.image("batch_images", (tf.cast(images, tf.float32) + 1.0) / 2.0, step, max_outputs)
+  prob = tf.cast(prob, tf.float32)
+  tf.summary.image("batch_attention", prob / tf.reduce_max(prob + 1e-3), step, max_outputs)
+
+
+def write_scalars(values: dict[str, float], step: int) -> None:
+  for tag, value in values.items():
+    tf.summary.scalar(tag, value, step=step)
