@@ -13,19 +13,7 @@ pytest.importorskip("tensorflow")
 
 from tests.test_extraction_extractor import RAW_FEATURES, ToyLocal, save_tf2
 
-
-def _unregister_script_flags() -> None:
-  """Unregisters ALL flags of previously loaded scripts (see tests/test_matching.py)."""
-  for module_name, module_flags in list(cli_harness.FLAGS.flags_by_module_dict().items()):
-    if module_name.startswith("scripts.") or module_name == "__main__":
-      for flag in list(module_flags):
-        if flag.name in cli_harness.FLAGS:
-          delattr(cli_harness.FLAGS, flag.name)
-
-
-def run_script(name, args=(), **flag_values):
-  _unregister_script_flags()
-  return cli_harness.run_script(name, args, **flag_values)
+run_script = cli_harness.run_script
 
 
 @pytest.fixture(scope="module")
@@ -151,7 +139,6 @@ def test_bad_inputs_are_one_line(tmp_path, capsys):
 
 
 def test_flag_defaults():
-  _unregister_script_flags()
   cli_harness.load_script("extract_features")
   flags = cli_harness.FLAGS
   assert flags["config_path"].default == "delf_config_example.pbtxt"

@@ -25,18 +25,7 @@ from delf.model.delf_model import Delf  # noqa: E402
 SCALES = (0.7071, 1.0, 1.4142)
 
 
-def _unregister_script_flags() -> None:
-  """Unregisters ALL flags of previously loaded scripts (see tests/test_matching.py)."""
-  for module_name, module_flags in list(cli_harness.FLAGS.flags_by_module_dict().items()):
-    if module_name.startswith("scripts.") or module_name == "__main__":
-      for flag in list(module_flags):
-        if flag.name in cli_harness.FLAGS:
-          delattr(cli_harness.FLAGS, flag.name)
-
-
-def run_script(name, args=(), **flag_values):
-  _unregister_script_flags()
-  return cli_harness.run_script(name, args, **flag_values)
+run_script = cli_harness.run_script
 
 
 def _demo_views(directory):

@@ -3,25 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from absl import flags
 
 from tests import cli_harness
 
-
-def run_script(name, args):
-  """``cli_harness.run_script`` after unregistering every script flag.
-
-  ``cli_harness._unregister_script_flags`` removes items from the list it is
-  iterating over and so leaves every second flag of a script registered; two
-  scripts that share two flag names then collide. Until it is fixed, unregister here.
-  """
-  for module_name, module_flags in list(flags.FLAGS.flags_by_module_dict().items()):
-    if module_name.startswith("scripts."):
-      for flag in list(module_flags):
-        if flag.name in flags.FLAGS:
-          delattr(flags.FLAGS, flag.name)
-  return cli_harness.run_script(name, args)
-
+run_script = cli_harness.run_script
 
 _STARS = "*" * 46
 

@@ -14,25 +14,7 @@ from scipy.spatial import cKDTree
 from delf import feature_io, matching
 from tests import cli_harness
 
-
-def _unregister_script_flags() -> None:
-  """Unregisters ALL flags defined by previously loaded scripts.
-
-  Workaround: cli_harness._unregister_script_flags deletes flags while iterating over
-  absl's per-module list, which absl shrinks in place, so every other flag survives
-  and the reload raises DuplicateFlagError.
-  """
-  for module_name, module_flags in list(cli_harness.FLAGS.flags_by_module_dict().items()):
-    if module_name.startswith("scripts.") or module_name == "__main__":
-      for flag in list(module_flags):
-        if flag.name in cli_harness.FLAGS:
-          delattr(cli_harness.FLAGS, flag.name)
-
-
-def run_script(name, args=(), **flag_values):
-  _unregister_script_flags()
-  return cli_harness.run_script(name, args, **flag_values)
-
+run_script = cli_harness.run_script
 
 AFFINE = np.array([[0.9, 0.25, 12.0], [-0.15, 1.1, -7.0], [0.0, 0.0, 1.0]])
 
@@ -269,7 +251,6 @@ def test_match_images_missing_file_is_one_line(tmp_path, capsys):
 def test_match_images_flag_defaults():
   from absl import flags
 
-  _unregister_script_flags()
   cli_harness.load_script("match_images")
 
   defaults = {

@@ -3,22 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
-from absl import flags
 from PIL import Image
 
 from delf.retrieval import demo_benchmark, revisited
 from tests import cli_harness
 
-
-def run_script(name, args):
-  # cli_harness._unregister_script_flags deletes from the list it iterates over and
-  # leaves every second flag registered; remove them all before loading a script.
-  for module_name, module_flags in list(flags.FLAGS.flags_by_module_dict().items()):
-    if module_name.startswith("scripts."):
-      for flag in list(module_flags):
-        if flag.name in flags.FLAGS:
-          delattr(flags.FLAGS, flag.name)
-  return cli_harness.run_script(name, args)
+run_script = cli_harness.run_script
 
 
 def test_make_demo_benchmark_script(tmp_path, capsys):

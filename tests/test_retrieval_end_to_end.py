@@ -12,7 +12,6 @@ import os
 
 import numpy as np
 import pytest
-from absl import flags
 
 from delf import datum_io, feature_io
 from delf.retrieval import metrics_file, revisited
@@ -22,16 +21,7 @@ AE_DIM = 16
 EMBEDDING_DIM = 32
 
 
-def run_script(name, args):
-  # cli_harness._unregister_script_flags deletes from the list it iterates over and
-  # leaves every second flag registered; remove them all before loading a script.
-  for module_name, module_flags in list(flags.FLAGS.flags_by_module_dict().items()):
-    if module_name.startswith("scripts."):
-      for flag in list(module_flags):
-        if flag.name in flags.FLAGS:
-          delattr(flags.FLAGS, flag.name)
-  return cli_harness.run_script(name, args)
-
+run_script = cli_harness.run_script
 
 _CONFIG = """
 use_local_features: true
