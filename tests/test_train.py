@@ -19,7 +19,15 @@ from absl import flags
 
 from delf.training import checkpoints
 from delf.training.config import TrainingConfig
-from delf.training.loop import TrainingError, label_error_message, resolve_num_classes, train
+from delf.training.loop import (
+  TrainingError,
+  label_error_message,
+  resolve_num_classes,
+  should_report,
+  should_save,
+  should_validate,
+  train,
+)
 from tests import cli_harness
 from tests import model_fixtures as mf
 
@@ -36,8 +44,8 @@ TINY_FLAGS = [
 ]
 
 
-def run_train(args: list[str]) -> int:
-  """``cli_harness.run_script("train", args)``, after fully unregistering script flags.
+def run_script(name: str, args: list[str]):
+  """``cli_harness.run_script(name, args)``, after fully unregistering script flags.
 
   cli_harness deletes flags while iterating absl's live per-module list, which
   skips every other flag on a second load of the same script; copying the list
@@ -48,7 +56,11 @@ def run_train(args: list[str]) -> int:
       for flag in list(module_flags):
         if flag.name in FLAGS:
           delattr(FLAGS, flag.name)
-  return cli_harness.run_script("train", args)
+  return cli_harness.run_script(name, args)
+
+
+def run_train(args: list[str]) -> int:
+  return run_script("train", args)
 
 
 @pytest.fixture(scope="module")
@@ -297,6 +309,14 @@ def test_debug_overrides():
   assert (config.batch_size, config.max_iters, config.num_eval_batches) == (4, 100, 1)
   assert (config.save_interval, config.report_interval) == (1, 10)
   assert TrainingConfig(batch_size=32).resolved().num_eval_batches == 1562
+  # KB-22: with 100 debug steps and eval_interval 1000, validation still runs at the end.
+  assert config.eval_interval == 1000
+  assert [s for s in range(1, 101) if should_validate(s, config)] == [100]
+  assert all(should_save(s, config) for s in range(1, 101))
+  assert [s for s in range(1, 101) if should_report(s, config)] == list(range(10, 101, 10))
+  normal = TrainingConfig(max_iters=2500).resolved()
+  assert [s for s in range(1, 2501) if should_validate(s, normal)] == [1000, 2000]
+  assert [s for s in range(1, 2501) if should_save(s, normal)] == [1000, 2000, 2500]
 
 
 @pytest.mark.parametrize(
@@ -322,3 +342,68 @@ def test_mixed_precision_and_jit(data_dir, tmp_path, capsys, flags):
   import keras
 
   assert keras.mixed_precision.global_policy().name == "float32"  # restored afterwards
+
+
+def test_demo_data_build_then_train(tmp_path, capsys):
+  """Demo photos -> build_image_dataset (clean CSV, split) -> train; class count from metadata."""
+  from delf.data import demo
+
+  info = demo.make_demo_dataset(
+    tmp_path / "gldv2", num_landmarks=4, images_per_landmark=4, image_size=(96, 128)
+  )
+  del info
+  records = tmp_path / "tfrecord"
+  run_script(
+    "build_image_dataset",
+    [
+      f"--train_csv_path={tmp_path}/gldv2/train/train.csv",
+      f"--train_clean_csv_path={tmp_path}/gldv2/train/train_clean.csv",
+      f"--train_directory={tmp_path}/gldv2/train/*/*/*/",
+      f"--output_directory={records}",
+      "--num_shards=2",
+      "--generate_train_validation_splits",
+      "--validation_split_size=0.25",
+      "--num_workers=1",
+    ],
+  )
+  logdir = tmp_path / "log"
+  rc = run_train(
+    [
+      *TINY_FLAGS,
+      *data_flags(records),
+      f"--logdir={logdir}",
+      "--max_iters=2",
+      "--dataset_version=gld_v2_clean",
+    ]
+  )
+  assert rc == 0
+  out = capsys.readouterr().out
+  assert "num_classes = 4 (from dataset_metadata.json" in out
+  assert json.loads((logdir / "model_config.json").read_text())["config"]["num_classes"] == 4
+  assert (logdir / "delf_weights.index").exists()
+
+
+def test_reconstruction_loss_is_a_global_batch_mean():
+  from delf.training import losses
+
+  block3 = tf.random.stateless_normal([4, 2, 2, 3], seed=(1, 2))
+  expanded = tf.random.stateless_normal([4, 2, 2, 3], seed=(3, 4))
+  full = float(tf.reduce_mean(tf.square(block3 - expanded)))
+  assert float(losses.reconstruction_loss(block3, expanded)) == pytest.approx(full)
+  halves = [
+    losses.reconstruction_loss(block3[i : i + 2], expanded[i : i + 2], num_replicas=2)
+    for i in (0, 2)
+  ]
+  assert float(halves[0] + halves[1]) == pytest.approx(full, rel=1e-6)  # KB-20
+  ce = losses.classification_loss(tf.constant([0, 1]), tf.constant([[2.0, 0.0], [0.0, 0.0]]), 4)
+  assert float(ce) == pytest.approx((np.log(1 + np.exp(-2.0)) + np.log(2.0)) / 4, rel=1e-6)
+
+
+def test_percentiles_without_tfp():
+  from delf.training import summaries
+
+  x = tf.constant(np.arange(101, dtype=np.float32)[::-1].reshape(1, 101, 1, 1))
+  assert [float(summaries.percentile(x, q)) for q in (0, 25, 50, 75, 100)] == [0, 25, 50, 75, 100]
+  stats = summaries.attention_statistics(tf.constant([[1.0, 2.0], [3.0, 4.0]]))
+  assert float(stats["attention/percent_50"]) in (2.0, 3.0)
+  assert float(stats["attention/mean"]) == 2.5

@@ -161,6 +161,21 @@ def _distribute(strategy, tensor: tf.Tensor, global_batch: int):
   return strategy.experimental_distribute_values_from_function(value_fn)
 
 
+def should_report(step: int, config: TrainingConfig) -> bool:
+  """Summaries and a progress line every ``report_interval`` steps and at the last step."""
+  return step % config.report_interval == 0 or step >= config.max_iters
+
+
+def should_validate(step: int, config: TrainingConfig) -> bool:
+  """Every ``eval_interval`` steps; in debug mode also at the last step (KB-22)."""
+  return step % config.eval_interval == 0 or (config.debug and step >= config.max_iters)
+
+
+def should_save(step: int, config: TrainingConfig) -> bool:
+  """Every ``save_interval`` steps and at the last step (§6.10)."""
+  return step % config.save_interval == 0 or step >= config.max_iters
+
+
 class _Trainer:
   """State of one ``train`` call (kept in one place rather than closures)."""
 
@@ -477,7 +492,7 @@ class _Trainer:
       interval["attn_correct"] += values["attn_correct"]
       interval["examples"] += config.batch_size
       interval["steps"] += 1
-      if step % config.report_interval == 0 or step >= config.max_iters:
+      if should_report(step, config):
         now = time.monotonic()
         elapsed = now - interval_start
         record = {
@@ -507,17 +522,15 @@ class _Trainer:
         )
         if steady is None:
           steady = (now, step)
+        elif step > steady[1]:  # images/s after the first report (tracing excluded)
+          result.steady_images_per_sec = (step - steady[1]) * config.batch_size / (now - steady[0])
         interval = {"desc_correct": 0.0, "attn_correct": 0.0, "examples": 0, "steps": 0}
         interval_start = now
-      if step % config.eval_interval == 0 or (config.debug and step >= config.max_iters):
+      if should_validate(step, config):
         result.validation.append(self.validate(step))
-      if step % config.save_interval == 0 or step >= config.max_iters:
+      if should_save(step, config):
         self.save(step)
     result.final_step = step
-    if steady is not None and step > steady[1]:
-      result.steady_images_per_sec = (
-        (step - steady[1]) * config.batch_size / (time.monotonic() - steady[0])
-      )
     self.writer.flush()
     if not self.chief and os.path.isdir(self.work_dir):
       shutil.rmtree(self.work_dir, ignore_errors=True)
