@@ -157,7 +157,7 @@ def write_tiny_tfrecords(
   import json
 
   import tensorflow as tf
-  from skimage.transform import resize
+  from PIL import Image
 
   rng = np.random.default_rng(seed)
   photos = _source_photos()
@@ -174,8 +174,8 @@ def write_tiny_tfrecords(
       for k in range(per_class):
         side = int(rng.integers(min(h, w) // 2, min(h, w)))
         y, x = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
-        crop = resize(photo[y : y + side, x : x + side], (image_size, image_size))
-        crop = (np.clip(crop, 0, 1) * 255).astype(np.uint8)
+        crop = Image.fromarray(np.ascontiguousarray(photo[y : y + side, x : x + side]))
+        crop = np.asarray(crop.resize((image_size, image_size), Image.BILINEAR))
         image_id = f"{split}_{label}_{k}"
         value = (label_overrides or {}).get(image_id, label)
         records[split].append(

@@ -35,7 +35,8 @@ def attention_statistics(prob: tf.Tensor) -> dict[str, tf.Tensor]:
 def sparsity(endpoints: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
   """``sparsity/<endpoint>``: fraction of exact zeros of every backbone endpoint."""
   return {
-    f"sparsity/{key}": tf.reduce_mean(tf.cast(tf.equal(value, 0), tf.float32))
+    f"sparsity/{key}": 1.0
+    - tf.cast(tf.math.count_nonzero(value), tf.float32) / tf.cast(tf.size(value), tf.float32)
     for key, value in endpoints.items()
   }
 
