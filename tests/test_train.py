@@ -15,7 +15,6 @@ import re
 import numpy as np
 import pytest
 import tensorflow as tf
-from absl import flags
 
 from delf.training import checkpoints
 from delf.training.config import TrainingConfig
@@ -31,8 +30,6 @@ from delf.training.loop import (
 from tests import cli_harness
 from tests import model_fixtures as mf
 
-FLAGS = flags.FLAGS
-
 TINY_FLAGS = [
   "--batch_size=8",
   "--image_size=64",
@@ -45,17 +42,6 @@ TINY_FLAGS = [
 
 
 def run_script(name: str, args: list[str]):
-  """``cli_harness.run_script(name, args)``, after fully unregistering script flags.
-
-  cli_harness deletes flags while iterating absl's live per-module list, which
-  skips every other flag on a second load of the same script; copying the list
-  first avoids the DuplicateFlagError (reported to the harness owner).
-  """
-  for module_name, module_flags in list(FLAGS.flags_by_module_dict().items()):
-    if module_name.startswith("scripts.") or module_name == "__main__":
-      for flag in list(module_flags):
-        if flag.name in FLAGS:
-          delattr(FLAGS, flag.name)
   return cli_harness.run_script(name, args)
 
 
