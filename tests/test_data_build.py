@@ -254,3 +254,18 @@ def test_flag_names_types_and_defaults_match_spec():
   assert set(registered) == set(expected)
   for name, (kind, default) in expected.items():
     assert (registered[name].flag_type(), registered[name].default) == (kind, default), name
+
+
+def test_truncated_jpeg_rejected_even_when_pillow_loads_truncated_images(dataset):
+  # delf.extraction.image_io switches Pillow's process-wide truncated-image loading
+  # on (KB-46); the build must still reject a file TensorFlow cannot decode.
+  from PIL import ImageFile
+
+  import delf.extraction.image_io  # noqa: F401  (turns the switch on)
+
+  assert ImageFile.LOAD_TRUNCATED_IMAGES
+  truncated_id = next(i for i, kind in dataset.bad_files.items() if kind == "truncated")
+  truncated = dataset.path("train", truncated_id)
+  *_, problem = build.validate_image(str(truncated))
+  assert problem is not None and "truncated" in problem
+  assert ImageFile.LOAD_TRUNCATED_IMAGES  # Restored afterwards.

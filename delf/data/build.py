@@ -20,6 +20,7 @@ so no worker imports TensorFlow.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import io
@@ -29,7 +30,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from PIL import Image
+from PIL import Image, ImageFile
 
 from delf import atomic_io
 from delf.data import gldv2_csv, metadata, split, tfrecord
@@ -70,6 +71,22 @@ class BuildSummary:
   metadata_path: str
 
 
+@contextlib.contextmanager
+def _truncated_images_rejected():
+  """Makes Pillow raise on truncated data while validating.
+
+  The extraction side turns on Pillow's process-wide "load truncated images"
+  switch (KB-46); TensorFlow's decoder would still fail on such a file at
+  training time, so the build must reject it whatever that switch says.
+  """
+  previous = ImageFile.LOAD_TRUNCATED_IMAGES
+  ImageFile.LOAD_TRUNCATED_IMAGES = False
+  try:
+    yield
+  finally:
+    ImageFile.LOAD_TRUNCATED_IMAGES = previous
+
+
 def validate_image(path: str) -> tuple[int, int, str | None]:
   """Decodes ``path`` as the pipeline will; returns ``(height, width, problem or None)``."""
   try:
@@ -86,7 +103,8 @@ def validate_image(path: str) -> tuple[int, int, str | None]:
       width, height = image.size
       # Decoding at reduced scale still reads every byte (truncation is caught).
       image.draft("RGB", (max(1, width // 8), max(1, height // 8)))
-      image.load()
+      with _truncated_images_rejected():
+        image.load()
       if image.mode not in ("RGB", "L", "CMYK"):
         return 0, 0, f"unsupported JPEG colour mode {image.mode}"
   except Exception as e:  # Pillow raises many types for bad data.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pathlib
 import shutil
+import subprocess
 import sys
 import tempfile
 
@@ -27,8 +28,6 @@ def generate(
   The sources are staged under ``delf/protos/`` so that the descriptors carry
   the reference's file names (``delf/protos/datum.proto``) and imports.
   """
-  from grpc_tools import protoc  # Imported here: only needed to regenerate.
-
   output_dir = pathlib.Path(output_dir)
   with tempfile.TemporaryDirectory() as staging:
     staging = pathlib.Path(staging)
@@ -38,10 +37,13 @@ def generate(
       shutil.copy(source_dir / f"{name}.proto", proto_dir / f"{name}.proto")
     out = staging / "out"
     out.mkdir()
-    args = ["protoc", f"-I{staging}", f"--python_out={out}"]
+    # A separate process: grpc_tools' compiler can crash a process that has already
+    # loaded TensorFlow's own protobuf library.
+    args = [sys.executable, "-m", "grpc_tools.protoc", f"-I{staging}", f"--python_out={out}"]
     args += [f"delf/protos/{name}.proto" for name in PROTO_NAMES]
-    if protoc.main(args) != 0:
-      raise RuntimeError(f"protoc failed on {source_dir}")
+    result = subprocess.run(args, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+      raise RuntimeError(f"protoc failed on {source_dir}: {result.stderr.strip()}")
     output_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for name in PROTO_NAMES:
