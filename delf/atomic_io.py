@@ -15,6 +15,13 @@ from collections.abc import Iterator
 from typing import IO
 
 
+def current_umask() -> int:
+  """The process umask (reading it requires setting it; restored at once)."""
+  umask = os.umask(0)
+  os.umask(umask)
+  return umask
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
   """Opens a temporary file that replaces ``path`` only if the block succeeds."""
@@ -24,6 +31,9 @@ def atomic_output(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory
   )
   try:
+    # mkstemp creates the file with mode 0600; give it the permissions a plain
+    # open() would (0666 minus the umask), so outputs stay readable by others.
+    os.fchmod(fd, 0o666 & ~current_umask())
     with os.fdopen(fd, mode) as f:
       yield f
       f.flush()

@@ -70,8 +70,9 @@ def plot_matches(
   points_1 = np.asarray(locations_1, dtype=np.float64).reshape(-1, 2)[pairs[:, 0]]
   points_2 = np.asarray(locations_2, dtype=np.float64).reshape(-1, 2)[pairs[:, 1]]
   canvas = side_by_side(image_1, image_2)
-  # Near the images' own resolution (capped), so that the lines stay readable.
-  width_inches = min(canvas.shape[1], 2400) / 100
+  # Near the images' own resolution (between 1200 and 2400 px wide), so that small
+  # images are enlarged and the lines stay readable.
+  width_inches = min(max(canvas.shape[1], 1200), 2400) / 100
   fig, ax = plt.subplots(figsize=(width_inches, width_inches * canvas.shape[0] / canvas.shape[1]))
   fig.subplots_adjust(left=0, right=1, bottom=0, top=1)
   try:

@@ -400,6 +400,14 @@ def test_export_config_json(local_and_global_export, global_export):
   assert "local" not in config and config["model_config"]["block3_strides"] is False  # KB-35
 
 
+def test_export_directory_has_the_usual_permissions(global_export):
+  # The export is staged in a private temporary folder; once renamed it must be
+  # readable as a folder made by os.makedirs would be.
+  from delf.atomic_io import current_umask
+
+  assert os.stat(global_export).st_mode & 0o777 == 0o777 & ~current_umask()
+
+
 # ------------------------------------------------------------------ refusals
 
 

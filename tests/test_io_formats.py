@@ -248,3 +248,13 @@ def test_reference_written_global_descriptor(interop_dir):
   assert (
     hashlib.sha256(datum_io.SerializeToString(descriptor)).hexdigest() == (expected["file_sha256"])
   )
+
+
+def test_atomic_outputs_get_the_usual_permissions(tmp_path):
+  old_umask = os.umask(0o022)
+  try:
+    path = tmp_path / "test.datum"
+    datum_io.WriteToFile(np.ones(3, np.float32), str(path))
+    assert path.stat().st_mode & 0o777 == 0o644
+  finally:
+    os.umask(old_umask)

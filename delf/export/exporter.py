@@ -20,6 +20,7 @@ import tempfile
 import tensorflow as tf
 from absl import logging as absl_logging
 
+from delf import atomic_io
 from delf.export import modules
 from delf.export.checkpoint_check import (
   MODEL_CONFIG_FILENAME,
@@ -244,6 +245,8 @@ def export(config: ExportConfig) -> str:
   os.makedirs(parent, exist_ok=True)
   staging = tempfile.mkdtemp(prefix=f".{os.path.basename(export_path)}.tmp-", dir=parent)
   try:
+    # mkdtemp makes a 0700 folder; the export gets what os.makedirs would give it.
+    os.chmod(staging, 0o777 & ~atomic_io.current_umask())
     with _quiet_tensorflow_info():
       tf.saved_model.save(module, staging, signatures={"serving_default": signature})
     with open(os.path.join(staging, EXPORT_CONFIG_FILENAME), "w") as f:

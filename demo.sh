@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# The whole DELF/DELG pipeline on the built-in demo data, with the same command
+# lines a user runs on GLDv2 / Revisited Oxford (only paths and sizes differ).
+#
+#   bash demo.sh [OUTPUT_DIR]      (default: demo_output; `make demo` sets up the venv first)
+#
+# Steps: demo GLDv2-layout dataset -> TFRecords -> a short DELG training run
+# (real ResNet-50 with the autoencoder, random init: no ImageNet weights offline)
+# -> exports -> DELF local features of two views of one landmark -> matching picture
+# -> a small Revisited-Oxford-format benchmark -> DELG extraction -> retrieval metrics.
+# Re-running skips the steps whose outputs exist (delete OUTPUT_DIR to start over).
+set -euo pipefail
+
+OUT="${1:-demo_output}"
+PY="${PYTHON:-python}"
+TRAIN_STEPS="${DEMO_TRAIN_STEPS:-400}"
+IMAGE_SIZE="${DEMO_IMAGE_SIZE:-64}"
+mkdir -p "$OUT"
+export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
+
+step() { printf '\n=== %s\n' "$*"; }
+
+step "1/9 Demo dataset in the GLDv2 layout (real photos, random views)"
+if [ ! -f "$OUT/gldv2_dataset/train/train_clean.csv" ]; then
+  "$PY" scripts/make_demo_dataset.py --output_dir="$OUT/gldv2_dataset" --seed=0
+fi
+
+step "2/9 TFRecords with a stratified train/validation split"
+if [ ! -f "$OUT/tfrecord/dataset_metadata.json" ]; then
+  "$PY" scripts/build_image_dataset.py \
+    --train_csv_path="$OUT/gldv2_dataset/train/train.csv" \
+    --train_clean_csv_path="$OUT/gldv2_dataset/train/train_clean.csv" \
+    --train_directory="$OUT/gldv2_dataset/train/*/*/*/" \
+    --output_directory="$OUT/tfrecord" \
+    --num_shards=4 --generate_train_validation_splits --validation_split_size=0.2
+fi
+
+step "3/9 Train DELG (GeM + ArcFace) with the autoencoder: $TRAIN_STEPS steps at ${IMAGE_SIZE}px"
+# Resumes from the last checkpoint if interrupted; the class count comes from
+# the dataset_metadata.json written in step 2.
+"$PY" scripts/train.py \
+  --train_file_pattern="$OUT/tfrecord/train*" \
+  --validation_file_pattern="$OUT/tfrecord/validation*" \
+  --logdir="$OUT/delg_training" \
+  --delg_global_features --use_autoencoder \
+  --image_size="$IMAGE_SIZE" --batch_size=8 --max_iters="$TRAIN_STEPS" --initial_lr=0.01
+echo "TensorBoard logs: $OUT/delg_training/train_logs  (tensorboard --logdir=$OUT/delg_training/train_logs)"
+
+step "4/9 Export the local-feature model and the local+global DELG model"
+if [ ! -d "$OUT/exports/delf_local" ]; then
+  "$PY" scripts/export_local_model.py \
+    --ckpt_path="$OUT/delg_training/delf_weights" --export_path="$OUT/exports/delf_local"
+fi
+if [ ! -d "$OUT/exports/delg" ]; then
+  "$PY" scripts/export_local_and_global_model.py \
+    --ckpt_path="$OUT/delg_training/delf_weights" --export_path="$OUT/exports/delg" \
+    --delg_global_features
+fi
+
+step "5/9 DELF local features of two views of the same landmark"
+# Two test images of the first landmark of the recognition ground truth.
+"$PY" - "$OUT" <<'PYEOF'
+import csv, sys, pathlib
+out = pathlib.Path(sys.argv[1])
+root = out / "gldv2_dataset"
+rows = list(csv.DictReader(open(root / "index" / "index_image_to_landmark.csv")))
+by_landmark = {}
+for row in rows:
+  by_landmark.setdefault(row["landmark_id"], []).append(row["id"])
+ids = next(v for v in by_landmark.values() if len(v) >= 2)[:2]
+paths = [str(root / "index" / i[0] / i[1] / i[2] / f"{i}.jpg") for i in ids]
+(out / "list_images.txt").write_text("\n".join(paths) + "\n")
+PYEOF
+sed -e "s|model_path: .*|model_path: \"$OUT/exports/delf_local\"|" \
+    -e "s|score_threshold: .*|score_threshold: 0.0|" \
+    configs/delf_tf2_config_example.pbtxt > "$OUT/delf_local_config.pbtxt"
+"$PY" scripts/extract_features.py --config_path="$OUT/delf_local_config.pbtxt" \
+  --list_images_path="$OUT/list_images.txt" --output_dir="$OUT/features"
+
+step "6/9 Match them: KD-tree-equivalent nearest neighbours + affine RANSAC"
+IMAGE_1="$(sed -n 1p "$OUT/list_images.txt")"
+IMAGE_2="$(sed -n 2p "$OUT/list_images.txt")"
+"$PY" scripts/match_images.py \
+  --image_1_path="$IMAGE_1" --image_2_path="$IMAGE_2" \
+  --features_1_path="$OUT/features/$(basename "${IMAGE_1%.*}").delf" \
+  --features_2_path="$OUT/features/$(basename "${IMAGE_2%.*}").delf" \
+  --output_image="$OUT/matched_images.png"
+echo "Picture: $OUT/matched_images.png"
+
+step "7/9 A small Revisited-Oxford-format benchmark (queries with boxes, index, gnd_demo.mat)"
+if [ ! -f "$OUT/benchmark/gnd_demo.mat" ]; then
+  "$PY" scripts/make_demo_benchmark.py --output_dir="$OUT/benchmark"
+fi
+
+step "8/9 DELG features of the queries (cropped to their box) and of the index"
+sed -e "s|model_path: .*|model_path: \"$OUT/exports/delg\"|" \
+    configs/delg_demo_config.pbtxt > "$OUT/delg_config.pbtxt"
+for SET in query index; do
+  "$PY" scripts/extract_delg_features.py --delf_config_path="$OUT/delg_config.pbtxt" \
+    --dataset_file_path="$OUT/benchmark/gnd_demo.mat" --images_dir="$OUT/benchmark/images" \
+    --image_set="$SET" --output_features_dir="$OUT/benchmark/features/$SET"
+done
+
+step "9/9 Retrieval: global ranking, then re-ranking by geometric verification"
+for GV in nouse_geometric_verification use_geometric_verification; do
+  "$PY" scripts/perform_retrieval.py --dataset_file_path="$OUT/benchmark/gnd_demo.mat" \
+    --query_features_dir="$OUT/benchmark/features/query" \
+    --index_features_dir="$OUT/benchmark/features/index" \
+    --"$GV" --output_dir="$OUT/retrieval_$GV"
+done
+echo
+echo "Retrieval metrics, global descriptors only ($OUT/retrieval_nouse_geometric_verification/metrics.txt):"
+cat "$OUT/retrieval_nouse_geometric_verification/metrics.txt"
+echo
+echo "With re-ranking by local features (_after_gv; $OUT/retrieval_use_geometric_verification/metrics.txt):"
+cat "$OUT/retrieval_use_geometric_verification/metrics.txt"
