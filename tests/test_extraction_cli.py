@@ -146,3 +146,29 @@ def test_flag_defaults():
   assert flags["output_dir"].default == "test_features"
   assert flags["num_shards"].default == 1 and flags["shard_index"].default == 0
   assert flags["skip_existing"].default is True
+
+
+def test_images_with_the_same_basename_do_not_overwrite_each_other(tmp_path, model_path, capsys):
+  first = _images(tmp_path, [(40, 30)])[0]
+  other_folder = tmp_path / "other"
+  other_folder.mkdir()
+  second = str(other_folder / "img_0.jpg")  # Same basename, other content.
+  Image.fromarray(np.full([20, 64, 3], 200, np.uint8)).save(second)
+  listing = tmp_path / "list.txt"
+  listing.write_text(f"{first}\n{second}\n")
+  config = _write_config(tmp_path / "c.pbtxt", model_path, max_image_size=32)
+  out_dir = tmp_path / "features"
+  flags = dict(config_path=config, list_images_path=str(listing), output_dir=str(out_dir))
+
+  assert run_script("extract_features", **flags) == 1
+  captured = capsys.readouterr()
+  errors = [line for line in captured.err.splitlines() if line.startswith("Error:")]
+  assert len(errors) == 1 and second in errors[0] and first in errors[0]
+  assert "1 images written" in captured.out and "1 failed" in captured.out
+  # The output is the first image's (40x30 -> 32x24, factor 0.8), not the second's.
+  locations, *_ = feature_io.ReadFromFile(str(out_dir / "img_0.delf"))
+  np.testing.assert_allclose(locations[0], np.array([16, 12]) / 0.8, rtol=1e-6)
+
+  # Every shard process sees the same collision: shard 1 (the second image) reports it.
+  assert run_script("extract_features", num_shards=2, shard_index=1, **flags) == 1
+  assert second in capsys.readouterr().err

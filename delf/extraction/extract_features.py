@@ -73,6 +73,23 @@ def shard(items: list[str], num_shards: int, shard_index: int) -> list[str]:
   return [item for i, item in enumerate(items) if i % num_shards == shard_index]
 
 
+def duplicate_outputs(image_paths: list[str], output_dir: str) -> dict[int, str]:
+  """Positions of images whose output file an earlier image of the list already takes.
+
+  Outputs are named by basename only, so ``a/x.jpg`` and ``b/x.jpg`` would write the
+  same ``x.delf``; the later one maps to the earlier path it collides with.
+  """
+  first_by_output: dict[str, str] = {}
+  duplicates = {}
+  for i, path in enumerate(image_paths):
+    output = output_path_for(path, output_dir)
+    if output in first_by_output:
+      duplicates[i] = first_by_output[output]
+    else:
+      first_by_output[output] = path
+  return duplicates
+
+
 def _load_and_prepare(extractor, path: str):
   image = np.array(RgbLoader(path))
   return extractor.prepare(image)
@@ -113,7 +130,21 @@ def extract_features(config: ExtractFeaturesConfig) -> int:
   except OSError as e:
     _error(f"cannot read the image list {config.list_images_path}: {e.strerror or e}")
     return 1
-  image_paths = shard(image_paths, config.num_shards, config.shard_index)
+  # Decided on the whole list, so that every shard process agrees.
+  duplicates = duplicate_outputs(image_paths, config.output_dir)
+  colliding: list[str] = []
+  for i, first in duplicates.items():
+    if i % config.num_shards == config.shard_index:
+      _error(
+        f"{image_paths[i]} would overwrite the output of {first} (same basename "
+        f"{os.path.basename(output_path_for(first, config.output_dir))}); skipped"
+      )
+      colliding.append(image_paths[i])
+  image_paths = [
+    path
+    for i, path in enumerate(image_paths)
+    if i % config.num_shards == config.shard_index and i not in duplicates
+  ]
   os.makedirs(config.output_dir, exist_ok=True)
 
   todo = []
@@ -125,7 +156,7 @@ def extract_features(config: ExtractFeaturesConfig) -> int:
   num_skipped = len(image_paths) - len(todo)
   print(f"Extracting features for {len(todo)} images ({num_skipped} already done)", flush=True)
   if not todo:
-    return 0
+    return 1 if colliding else 0
 
   from delf.extraction import extractor as extractor_lib  # Imports TensorFlow.
 
@@ -181,6 +212,7 @@ def extract_features(config: ExtractFeaturesConfig) -> int:
     progress.update()
   progress.done()
   summary = f"Done: {len(todo) - len(failed)} images written, {num_skipped} skipped"
+  failed = colliding + failed
   if num_empty:
     summary += f", {num_empty} without local features"
   if failed:
