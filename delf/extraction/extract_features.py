@@ -206,7 +206,8 @@ def extract_features(config: ExtractFeaturesConfig) -> int:
       print(
         f"Warning: no local features for {path}: no attention score reached "
         f"score_threshold {threshold:g} in {config.config_path}{highest}. The threshold is "
-        "on the model's raw attention scale (not a probability); lower it for this model.",
+        "on the model's raw attention scale (not a probability); lower it for this model "
+        "(scripts/calibrate_attention.py prints the model's score distribution).",
         file=sys.stderr,
       )
     progress.update()

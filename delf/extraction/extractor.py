@@ -298,6 +298,19 @@ class Extractor:
     scores = np.reshape(outputs[3], [-1])
     return float(scores.max()) if scores.size else None
 
+  def attention_scores(self, resized_image: np.ndarray) -> np.ndarray:
+    """Attention score of every cell of every pyramid scale (KB-58: threshold calibration).
+
+    Runs the model with ``score_threshold`` 0 (attention is a softplus, so every cell
+    passes) and no feature limit. Empty without local features.
+    """
+    if not self.use_local:
+      return np.zeros([0], np.float32)
+    tf = self._tf
+    unlimited = tf.constant(np.iinfo(np.int32).max, tf.int32)
+    outputs = self._run_model(resized_image, (tf.constant(0.0, tf.float32), unlimited))
+    return np.reshape(outputs[3], [-1])
+
   def __call__(
     self, image: np.ndarray, resize_factor: float = 1.0, image_name: str | None = None
   ) -> dict:
