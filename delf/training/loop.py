@@ -34,8 +34,10 @@ import tensorflow as tf
 
 from delf import atomic_io
 from delf.progress import format_duration
-from delf.training import checkpoints, losses, summaries
+from delf.training import checkpoints, distribution, losses, summaries
 from delf.training.config import CLIP_NORM, MOMENTUM, TrainingConfig
+from delf.training.distribution import make_strategy
+from delf.training.labels import label_error_message, resolve_num_classes
 
 
 class TrainingError(ValueError):
@@ -55,61 +57,6 @@ class TrainingResult:
   validation: list[dict] = dataclasses.field(default_factory=list)
   first_batch_ids: list[str] = dataclasses.field(default_factory=list)
   steady_images_per_sec: float | None = None
-
-
-def _dataset_class_counts() -> dict[str, int]:
-  from delf.data.pipeline import NUM_CLASSES
-
-  return dict(NUM_CLASSES)
-
-
-def resolve_num_classes(config: TrainingConfig) -> tuple[int, str]:
-  """The class count and where it came from.
-
-  Rule: ``--num_classes`` if set; else ``num_classes`` of the dataset metadata
-  file next to the train shards (written by build_image_dataset); else the
-  ``--dataset_version`` table (gld_v1 14951, gld_v2 203094, gld_v2_clean 81313).
-  """
-  if config.num_classes:
-    return int(config.num_classes), "--num_classes"
-  from delf.data.metadata import METADATA_FILENAME, read_metadata
-
-  metadata = read_metadata(config.train_file_pattern)
-  if metadata and metadata.get("num_classes"):
-    source = f"{METADATA_FILENAME} next to {config.train_file_pattern}"
-    return int(metadata["num_classes"]), source
-  counts = _dataset_class_counts()
-  return counts[config.dataset_version], f"--dataset_version={config.dataset_version}"
-
-
-def label_error_message(
-  label: int, image_id: str, split: str, num_classes: int, source: str, dataset_version: str
-) -> str:
-  if label < 0:
-    hint = "negative labels mean the TFRecords are corrupt; rebuild them"
-  else:
-    fitting = [
-      v for v, n in sorted(_dataset_class_counts().items(), key=lambda x: x[1]) if n > label
-    ]
-    hint = "pass --num_classes=<number of classes in your data>"
-    if fitting and fitting[0] != dataset_version:
-      hint = f"use --dataset_version={fitting[0]} if that is your data, or " + hint
-  return (
-    f"{split} label {label} of image '{image_id}' is out of range [0, {num_classes}) "
-    f"(num_classes from {source}; --dataset_version={dataset_version}): {hint}"
-  )
-
-
-def make_strategy(name: str) -> tf.distribute.Strategy:
-  """mirrored: all GPUs (or all logical CPUs without GPU); multi_worker_mirrored: TF_CONFIG."""
-  if name == "multi_worker_mirrored":
-    # Must come before anything initialises the TF context (even listing devices).
-    return tf.distribute.MultiWorkerMirroredStrategy()
-  gpus = tf.config.list_logical_devices("GPU")
-  if name == "mirrored":
-    devices = gpus or tf.config.list_logical_devices("CPU")
-    return tf.distribute.MirroredStrategy([d.name for d in devices])
-  return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
 
 
 def build_model(config: TrainingConfig, num_classes: int | None):
@@ -134,31 +81,6 @@ def build_model(config: TrainingConfig, num_classes: int | None):
       **common,
     )
   return Delf(**common)
-
-
-def _is_chief(strategy) -> bool:
-  return bool(getattr(strategy.extended, "should_checkpoint", True))
-
-
-def _worker_dir(strategy, logdir: str) -> str:
-  """The chief writes into ``logdir``; other workers into a private temporary folder."""
-  if _is_chief(strategy):
-    return logdir
-  task_id = getattr(getattr(strategy, "cluster_resolver", None), "task_id", 0)
-  return os.path.join(logdir, f".worker_tmp_{task_id}")
-
-
-def _distribute(strategy, tensor: tf.Tensor, global_batch: int):
-  replicas = strategy.num_replicas_in_sync
-  if replicas == 1:
-    return tensor
-  per_replica = global_batch // replicas
-
-  def value_fn(context):
-    start = context.replica_id_in_sync_group * per_replica
-    return tensor[start : start + per_replica]
-
-  return strategy.experimental_distribute_values_from_function(value_fn)
 
 
 def should_report(step: int, config: TrainingConfig) -> bool:
@@ -187,8 +109,8 @@ class _Trainer:
       raise TrainingError(
         f"--batch_size={config.batch_size} is not divisible by the {self.replicas} replicas"
       )
-    self.chief = _is_chief(self.strategy)
-    self.work_dir = _worker_dir(self.strategy, config.logdir)
+    self.chief = distribution.is_chief(self.strategy)
+    self.work_dir = distribution.worker_dir(self.strategy, config.logdir)
     os.makedirs(self.work_dir, exist_ok=True)
     self.num_classes, self.num_classes_source = resolve_num_classes(config)
     print(f"num_classes = {self.num_classes} (from {self.num_classes_source})", flush=True)
@@ -345,8 +267,8 @@ class _Trainer:
     self._check_labels(labels.numpy(), ids.numpy(), split)
     gb = self.config.batch_size
     return (
-      _distribute(self.strategy, images, gb),
-      _distribute(self.strategy, labels, gb),
+      distribution.distribute(self.strategy, images, gb),
+      distribution.distribute(self.strategy, labels, gb),
       ids,
     )
 
