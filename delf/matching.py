@@ -138,9 +138,18 @@ def nearest_neighbors(
 
 
 def _nearest_neighbors_squared(
-  descriptors_1: np.ndarray, descriptors_2: np.ndarray, k: int = 1
+  descriptors_1: np.ndarray,
+  descriptors_2: np.ndarray,
+  k: int = 1,
+  upper_bound_squared: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-  """Like :func:`nearest_neighbors`, with exact squared float64 distances."""
+  """Like :func:`nearest_neighbors`, with exact squared float64 distances.
+
+  With ``upper_bound_squared``, rows whose k-th neighbour is provably farther than
+  the bound (float32 estimate minus its error bound) skip the exact check and report
+  no neighbour (inf, N1), as SciPy does beyond ``distance_upper_bound``; rows that
+  may lie within the bound get their exact neighbours.
+  """
   d1 = np.ascontiguousarray(descriptors_1, dtype=np.float64)
   d2 = np.ascontiguousarray(descriptors_2, dtype=np.float64)
   n1, n2 = d1.shape[0], d2.shape[0]
@@ -159,17 +168,27 @@ def _nearest_neighbors_squared(
   gamma = (dim + 2) * unit_roundoff / (1 - (dim + 2) * unit_roundoff)
   max_norm_1 = float(norms_1.max())
   kk = min(k, n1)
+  # [b, 1] . [-2a, |a|^2] = |a|^2 - 2ab: one product gives |a - b|^2 - |b|^2, a constant
+  # shift per row that neither the ranking nor the candidate test depends on.
+  augmented_1 = np.empty([n1, d1.shape[1] + 1], dtype=np.float32)
+  augmented_1[:, :-1] = -2.0 * d1_fast
+  augmented_1[:, -1] = norms_1
   for start in range(0, n2, _CHUNK_ROWS):
     block = d2[start : start + _CHUNK_ROWS]
-    block_fast = block.astype(np.float32)
-    norms_b = _squared_norms(block_fast)
-    approx = (norms_1[None, :] - 2.0 * (block_fast @ d1_fast.T)) + norms_b[:, None]
+    augmented_b = np.ones([block.shape[0], block.shape[1] + 1], dtype=np.float32)
+    augmented_b[:, :-1] = block
+    norms_b = _squared_norms(augmented_b[:, :-1])
+    shifted = augmented_b @ augmented_1.T
     if kk == 1:
-      kth = approx.min(axis=1)
+      kth = shifted.min(axis=1)
     else:
-      kth = np.partition(approx, kk - 1, axis=1)[:, kk - 1]
+      kth = np.partition(shifted, kk - 1, axis=1)[:, kk - 1]
     tolerance = 4.0 * gamma * (max_norm_1 + norms_b) + 1e-30
-    rows, cols = np.nonzero(approx <= (kth + tolerance)[:, None])
+    live = np.arange(block.shape[0])
+    if upper_bound_squared is not None:
+      live = np.flatnonzero(kth + norms_b - tolerance < upper_bound_squared)
+    sub_rows, cols = np.nonzero(shifted[live] <= (kth[live] + tolerance[live])[:, None])
+    rows = live[sub_rows]
     exact = _exact_squared_distances(block[rows], d1[cols])
     order = np.lexsort((cols, exact, rows))
     rows, cols, exact = rows[order], cols[order], exact[order]
@@ -208,8 +227,9 @@ def putative_matches(
     keep = distances[:, 0] < distance_threshold * distances[:, 1]
   else:
     # SciPy compares squared distances with distance_upper_bound ** 2.
-    squared, indices = _nearest_neighbors_squared(d1, d2, k=1)
-    keep = squared[:, 0] < float(distance_threshold) ** 2
+    bound = float(distance_threshold) ** 2
+    squared, indices = _nearest_neighbors_squared(d1, d2, k=1, upper_bound_squared=bound)
+    keep = squared[:, 0] < bound
   image_2_indices = np.flatnonzero(keep)
   return np.stack([indices[image_2_indices, 0], image_2_indices], axis=1).astype(np.int64)
 

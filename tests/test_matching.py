@@ -117,6 +117,23 @@ def test_nearest_neighbours_equal_scipy_kdtree():
   )
 
 
+def test_bounded_search_equals_scipy_on_random_cases():
+  # The distance bound prunes rows before the exact check; the pairs must stay
+  # SciPy's, including near-threshold cases (noise of the order of the bound).
+  rng = np.random.default_rng(4)
+  for _ in range(30):
+    index = _unit_rows(rng.standard_normal([int(rng.integers(1, 80)), 16]))
+    count = int(rng.integers(1, 80))
+    query = index[rng.integers(0, len(index), count)] + rng.normal(
+      scale=rng.uniform(0.0, 0.5), size=(count, 16)
+    )
+    threshold = float(rng.uniform(0.2, 1.2))
+    _, indices = cKDTree(index).query(query, distance_upper_bound=threshold)
+    found = np.flatnonzero(indices != len(index))
+    expected = np.stack([indices[found], found], axis=1).reshape(-1, 2)
+    np.testing.assert_array_equal(matching.putative_matches(index, query, threshold), expected)
+
+
 def test_nearest_neighbour_is_exact_beyond_float32_resolution():
   """Candidates tied in float32 are decided by the exact float64 distance, like cKDTree."""
   query = np.zeros([1, 8])

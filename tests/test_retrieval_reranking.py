@@ -98,26 +98,6 @@ def test_match_direction_index_tree_queried_by_query(monkeypatch):
   assert kwargs == dict(residual_threshold=10.0, max_trials=1000, min_samples=3, seed=0)
 
 
-def test_prefiltered_putative_matches_equal_the_matcher():
-  rng = np.random.default_rng(4)
-  for _ in range(30):
-    index = matching.LocalFeatures(*_scene(rng, num_features=int(rng.integers(1, 80))))
-    count = int(rng.integers(1, 80))
-    noise = rng.uniform(0.0, 0.5)
-    query = matching.LocalFeatures(
-      rng.uniform(0, 100, (count, 2)),
-      index.descriptors[rng.integers(0, index.num_features, count)]
-      + rng.normal(scale=noise, size=(count, _DIM)),
-    )
-    threshold = float(rng.uniform(0.2, 1.2))
-    expected = matching.putative_matches(index.descriptors, query.descriptors, threshold)
-    got = reranking._PutativeMatches(index, query, threshold, use_ratio_test=False)
-    if len(expected) >= 4:
-      np.testing.assert_array_equal(got, expected)
-    else:
-      assert len(got) == 0 or np.array_equal(got, expected)
-
-
 def test_visualisation_is_a_jpeg():
   rng = np.random.default_rng(5)
   scene = _scene(rng)

@@ -105,7 +105,9 @@ def _Match(
       "Local feature dimensionality is not consistent for query and index images: "
       f"{query.descriptors.shape[1]} vs {index.descriptors.shape[1]}"
     )
-  pairs = _PutativeMatches(index, query, descriptor_matching_threshold, use_ratio_test)
+  pairs = matching.putative_matches(
+    index.descriptors, query.descriptors, descriptor_matching_threshold, use_ratio_test
+  )
   if pairs.shape[0] < _MIN_PUTATIVE_MATCHES:
     return 0, None
   transform, inliers = matching.ransac_affine(
@@ -118,48 +120,6 @@ def _Match(
   )
   result = matching.MatchResult(pairs=pairs, inliers=inliers, transform=transform)
   return result.num_inliers, result
-
-
-def _PutativeMatches(
-  index: matching.LocalFeatures,
-  query: matching.LocalFeatures,
-  threshold: float,
-  use_ratio_test: bool,
-) -> np.ndarray:
-  """``matching.putative_matches(index, query)``, skipping hopeless query features.
-
-  With a distance bound, a query feature whose nearest index descriptor is
-  clearly farther than the bound cannot match. One float32 matrix product
-  finds those features; the exact search then runs on the others only, so the
-  pairs are the same as ``matching.putative_matches`` on all features (its
-  nearest neighbours are exact and row-independent). The margin (at least 1e-3
-  of the squared norms, and 8 times the float32 rounding bound) is far above the
-  float32 error of the product. When fewer than 4 features can match, no
-  pair is returned: the score is 0 either way.
-  """
-  if use_ratio_test:
-    return matching.putative_matches(index.descriptors, query.descriptors, threshold, True)
-  index_descriptors = index.descriptors.astype(np.float32, copy=False)
-  query_descriptors = query.descriptors.astype(np.float32, copy=False)
-  num_index, dim = index_descriptors.shape
-  index_norms = np.einsum("ij,ij->i", index_descriptors, index_descriptors)
-  query_norms = np.einsum("ij,ij->i", query_descriptors, query_descriptors)
-  # |q - x|^2 - |q|^2 = [q, 1] . [-2x, |x|^2]: one product, no [N, M] temporaries.
-  augmented_index = np.empty([num_index, dim + 1], dtype=np.float32)
-  augmented_index[:, :dim] = -2.0 * index_descriptors
-  augmented_index[:, dim] = index_norms
-  augmented_query = np.ones([query_descriptors.shape[0], dim + 1], dtype=np.float32)
-  augmented_query[:, :dim] = query_descriptors
-  closest = (augmented_query @ augmented_index.T).min(axis=1) + query_norms
-  # Relative rounding bound of a float32 dot product of length D + 1 (Higham's gamma).
-  gamma = (dim + 3) * 2.0**-24
-  margin = max(1e-3, 8.0 * gamma) * (query_norms + index_norms.max()) + 1e-6
-  rows = np.flatnonzero(closest < float(threshold) ** 2 + margin)
-  if rows.size < _MIN_PUTATIVE_MATCHES:
-    return np.zeros([0, 2], dtype=np.int64)
-  pairs = matching.putative_matches(index.descriptors, query.descriptors[rows], threshold, False)
-  pairs[:, 1] = rows[pairs[:, 1]]
-  return pairs
 
 
 def _VisualizeInliers(
