@@ -165,6 +165,21 @@ class TestFeatureIo:
     for array in result:
       assert np.array_equal(array, np.array([]))
 
+  def test_uint32_descriptors_take_the_general_path(self):
+    # Old writers may store descriptors of other kinds; the block reader must not apply.
+    from delf import feature_pb2
+
+    message = feature_pb2.DelfFeatures()
+    for i in range(3):
+      feature = message.feature.add()
+      feature.y, feature.x, feature.strength = float(i), 2.0 * i, 10.0 - i
+      feature.descriptor.CopyFrom(datum_io.ArrayToDatum(np.array([i, 300, 7], np.uint32)))
+    locations, _, descriptors, attention, _ = feature_io.DelfFeaturesToArrays(message)
+    assert descriptors.dtype == np.float64
+    np.testing.assert_array_equal(descriptors, [[0, 300, 7], [1, 300, 7], [2, 300, 7]])
+    np.testing.assert_array_equal(locations, [[0, 0], [1, 2], [2, 4]])
+    np.testing.assert_array_equal(attention, [10, 9, 8])
+
   def test_inconsistent_counts_are_rejected(self):
     locations, scales, descriptors, attention, _ = _feature_arrays()
     with pytest.raises(ValueError, match="Inconsistent feature counts"):
