@@ -62,6 +62,10 @@ class SearchIndexError(ValueError):
 
 
 def _faiss():
+  # OpenMP threads that spin while waiting fight NumPy's BLAS threads (and other jobs)
+  # for the cores: 10x slower training on a busy 2-core machine. Passive waiting costs
+  # little on an idle one; set OMP_WAIT_POLICY yourself to override.
+  os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
   import faiss  # Imported lazily: `import delf` must stay light.
 
   return faiss
@@ -229,9 +233,13 @@ class GlobalIndex:
       index.hnsw.efSearch = self.spec.ef_search
       return index
     index = faiss.index_factory(inner, self.spec.faiss_description(inner, num_vectors), metric)
-    if self.spec.kind == "ivfpq" and self.spec.opq:
-      # faiss's default 50 OPQ iterations cost minutes for little gain; 10 suffice.
-      faiss.downcast_VectorTransform(index.chain.at(0)).niter = 10
+    if self.spec.kind == "ivfpq":
+      # Polysemous code re-ordering only helps Hamming-filtered search (not used) and
+      # costs 10x the PQ training itself.
+      faiss.downcast_index(faiss.extract_index_ivf(index)).do_polysemous_training = False
+      if self.spec.opq:
+        # faiss's default 50 OPQ iterations cost minutes for little gain; 10 suffice.
+        faiss.downcast_VectorTransform(index.chain.at(0)).niter = 10
     return index
 
   @property
