@@ -200,7 +200,9 @@ def VerifyPairsInProcesses(
       by_index.setdefault(index_name, {})[query_name] = None
   items = [(name, list(queries)) for name, queries in by_index.items()]
   num_pairs = sum(len(q) for _, q in items)
-  chunks = [items[i : i + _CHUNK_INDEX_IMAGES] for i in range(0, len(items), _CHUNK_INDEX_IMAGES)]
+  # Chunks small enough to keep every worker busy to the end, large enough to amortise IPC.
+  chunk_size = max(1, min(_CHUNK_INDEX_IMAGES, -(-len(items) // (4 * max(1, num_workers)))))
+  chunks = [items[i : i + chunk_size] for i in range(0, len(items), chunk_size)]
   inliers: dict[tuple[str, str], int] = {}
   start = time.perf_counter()
   done = 0
