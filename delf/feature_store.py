@@ -160,6 +160,14 @@ class StoreWriter:
     self.dtype = dtype
     self.has_global, self.has_local = has_global, has_local
     os.makedirs(self.root, exist_ok=True)
+    other = sorted(
+      {int(m[2]) for m in map(_MANIFEST_RE.match, os.listdir(self.root)) if m} - {num_shards}
+    )
+    if other:
+      raise StoreError(
+        f"{self.root}: written with --num_shards={other[0]}; resume or extend it with the "
+        f"same sharding (got --num_shards={num_shards})"
+      )
     self.global_dim: int | None = None
     self.local_dim: int | None = None
     self.done_ids: set[str] = set()

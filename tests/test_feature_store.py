@@ -210,7 +210,7 @@ def test_bad_stores_are_one_line_errors(tmp_path):
   with pytest.raises(feature_store.StoreError, match="dimension 5, the store 16"):
     _write(tmp_path / "good2", [items[0], ("x", np.zeros(5, np.float32), items[1][2])])
   with pytest.raises(feature_store.StoreError, match="dtype float32, this run writes float16"):
-    feature_store.StoreWriter(tmp_path / "good", dtype="float16")
+    feature_store.StoreWriter(tmp_path / "good", dtype="float16", num_shards=2)
 
 
 def _write_delg_files(folder, items):
