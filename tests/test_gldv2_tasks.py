@@ -222,8 +222,8 @@ def test_recognition_csv_scores_as_computed_by_hand(gldv2, tmp_path, capsys):
 
 def test_gldv2_bad_input_is_one_line(gldv2, tmp_path):
   root, _ = gldv2
-  (tmp_path / "labels.csv").write_text("id,landmark_id\nidx00,1\n")
-  with pytest.raises(SystemExit, match="have no landmark_id") as error:
+  (tmp_path / "labels.csv").write_text("id,landmark\nidx00,1\n")
+  with pytest.raises(SystemExit, match="expected columns id and landmark_id") as error:
     cli_harness.run_script(
       "gldv2_submission",
       ["--task=recognition", f"--queries_path={root / 'test_store'}", f"--index_path={root / 'idx'}",

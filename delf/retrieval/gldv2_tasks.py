@@ -7,7 +7,8 @@
   ``compute_retrieval_metrics.py`` scores (mAP@100).
 * Recognition: every test query is searched in an index of the TRAIN descriptors;
   its ``k`` nearest neighbours vote for their landmark with their similarity (with
-  verification: with their inlier count plus similarity); the winner and its vote
+  verification: with their inlier count plus similarity; indexed images without a
+  label, e.g. non-landmarks, do not vote); the winner and its vote
   divided by ``k`` become a row ``id,landmarks`` = ``"<landmark_id> <confidence>"``,
   the file ``compute_recognition_metrics.py`` scores (GAP).
 
@@ -169,11 +170,12 @@ def recognition_submission(config: TaskConfig, out: TextIO | None = None) -> str
   labels = read_labels(config.labels_path)
   k = config.k or 5
   index, query_ids, result = _search(config, k, out)
-  unlabelled = [i for i in index.ids if i not in labels]
+  unlabelled = sum(1 for i in index.ids if i not in labels)
+  if unlabelled == len(index.ids):
+    raise ValueError(f"{config.labels_path}: none of the {unlabelled} indexed images has a label")
   if unlabelled:
-    raise ValueError(
-      f"{config.labels_path}: {len(unlabelled)} indexed image(s) have no landmark_id "
-      f"(e.g. {unlabelled[0]})"
+    print(
+      f"{unlabelled} indexed image(s) without landmark_id (non-landmarks) do not vote", file=out
     )
   candidate_ids, candidate_scores = _candidates(index, result)
   inliers = {}
@@ -187,7 +189,11 @@ def recognition_submission(config: TaskConfig, out: TextIO | None = None) -> str
     weights = np.asarray(scores, np.float64)
     if config.use_geometric_verification:
       weights = weights + np.array([inliers.get((query_id, c), 0) for c in ids], np.float64)
-    label, confidence = vote([labels[c] for c in ids], weights, k)
+    voters = [j for j, c in enumerate(ids) if c in labels]
+    if not voters:
+      rows.append([query_id, ""])
+      continue
+    label, confidence = vote([labels[ids[j]] for j in voters], weights[voters], k)
     rows.append([query_id, f"{label} {confidence:.6f}"])
   path = index_jobs.shard_path(config.output_path, config.num_shards, config.shard_index)
   index_jobs.write_csv(path, ["id", "landmarks"], rows)
