@@ -198,6 +198,27 @@ def _exact(args, size: int) -> None:
   result = index.search(queries, K)
   seconds = time.perf_counter() - start
   np.save(os.path.join(args.work_dir, f"exact_top{K}_{n}.npy"), result.rows)
+  if args.float16_check and n <= args.float16_check:
+    # The same search over float16-rounded vectors (what a float16 store holds).
+    half = search_index.GlobalIndex(search_index.IndexSpec(), DIM, num_vectors_hint=n)
+    added = 0
+    for _, block in store.iter_global_blocks():
+      block = block[: n - added].astype(np.float16).astype(np.float32)
+      half.add(block)
+      added += len(block)
+      if added >= n:
+        break
+    half_rows = half.search(queries, K).rows
+    del half
+    _emit(
+      {
+        "part": "float16",
+        "num_vectors": n,
+        "recall_at_100_vs_float32": _recall(half_rows, result.rows),
+        "same_top1": float(np.mean(half_rows[:, 0] == result.rows[:, 0])),
+        "identical_top100_lists": float(np.mean(np.all(half_rows == result.rows, axis=1))),
+      }
+    )
   _emit(
     {
       "part": "exact",
@@ -405,6 +426,7 @@ def main() -> None:
   parser.add_argument("--work_dir", default="/tmp/scale_bench")
   parser.add_argument("--num_vectors", type=int, default=1_000_000)
   parser.add_argument("--dtype", default="float32")
+  parser.add_argument("--float16_check", type=int, default=200_000, help="up to this size")
   parser.add_argument("--exact_sizes", default="", help="e.g. 1000000,761757,200000")
   parser.add_argument("--ivfpq_vectors", type=int, default=0, help="0 = --num_vectors")
   parser.add_argument("--hnsw_vectors", type=int, default=0, help="0 = --num_vectors")
@@ -426,7 +448,11 @@ def main() -> None:
     command = [sys.executable, "-m", "bench.scale_retrieval", *sys.argv[1:], f"--child={part}"]
     start = time.perf_counter()
     print(f"=== {part}", flush=True)
-    subprocess.run(command, check=True)
+    env = dict(os.environ)
+    if part == "rerank":
+      # One BLAS thread in the 1-worker run too: the comparison is 1 vs 2 processes.
+      env["OPENBLAS_NUM_THREADS"] = "1"
+    subprocess.run(command, check=True, env=env)
     print(f"=== {part}: {time.perf_counter() - start:.1f} s", flush=True)
 
 

@@ -216,7 +216,7 @@ def _ExtractImages(
 ) -> ExtractionSummary:
   summary = ExtractionSummary(num_images=len(positions))
   progress = ProgressReporter(
-    f"Extracting {config.image_set} DELG features",
+    f"Extracting {'listed' if config.list_images_path else config.image_set} DELG features",
     total=len(positions),
     unit="images",
     every_items=_STATUS_CHECK_ITERATIONS,
@@ -287,7 +287,8 @@ def _ExtractImages(
   progress.done()
   print(
     f"Extracted {summary.num_extracted}, skipped {summary.num_skipped} (already done), "
-    f"failed {len(summary.failed)} of {summary.num_images} {config.image_set} images",
+    f"failed {len(summary.failed)} of {summary.num_images} "
+    f"{'listed' if config.list_images_path else config.image_set} images",
     file=out,
   )
   return summary

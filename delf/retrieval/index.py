@@ -38,6 +38,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import logging
 import math
 import os
 import shutil
@@ -66,6 +67,8 @@ def _faiss():
   # for the cores: 10x slower training on a busy 2-core machine. Passive waiting costs
   # little on an idle one; set OMP_WAIT_POLICY yourself to override.
   os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+  # faiss's loader logs every SIMD variant it could not load, at INFO level.
+  logging.getLogger("faiss.loader").setLevel(logging.WARNING)
   import faiss  # Imported lazily: `import delf` must stay light.
 
   return faiss
@@ -524,8 +527,9 @@ def _refine(
   out_rows = np.full([len(queries), k], -1, dtype=np.int64)
   for i, query in enumerate(queries):
     rows = candidate_rows[i][valid[i]]
-    # float32 BLAS: approximate results need no bit-exact order, only speed.
-    exact = (vectors[positions[i][valid[i]]] @ query).astype(np.float64)
+    # float32 einsum: no bit-exact order is needed here, and unlike a BLAS gemv it
+    # starts no threads (which spin and fight for the cores on a busy machine).
+    exact = np.einsum("kd,d->k", vectors[positions[i][valid[i]]], query).astype(np.float64)
     order = rank_rows(exact, rows)[:k]
     out_scores[i, : len(order)], out_rows[i, : len(order)] = exact[order], rows[order]
   return out_scores, out_rows

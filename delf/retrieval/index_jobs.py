@@ -120,7 +120,7 @@ def build_index(config: BuildConfig, out: TextIO | None = None) -> search_index.
   spec = config.spec
   estimate = spec.estimate_bytes(n, dim)
   train = spec.resolved_train_size(n)
-  working = (config.block_rows + train) * dim * 4
+  working = (min(config.block_rows, n) + train) * dim * 4
   available = available_memory_bytes()
   print(
     f"Building a {spec.kind} index of {n} descriptors ({dim}-D) from {config.features_path}",

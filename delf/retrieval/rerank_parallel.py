@@ -14,6 +14,7 @@ number of workers or chunking, and equal to ``reranking.VerifyPairs``.
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import multiprocessing
 import os
@@ -140,9 +141,24 @@ _WORKER: _Verifier | None = None
 
 def _init_worker(query_source, index_source, options) -> None:
   global _WORKER
-  # One BLAS thread per process: the processes are the parallelism.
-  os.environ["OPENBLAS_NUM_THREADS"] = "1"
   _WORKER = _Verifier(query_source, index_source, options)
+
+
+@contextlib.contextmanager
+def _single_threaded_children():
+  """Workers start with one BLAS/OpenMP thread each: the processes are the parallelism
+  (spawned children read these variables when NumPy loads, before any initializer)."""
+  names = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+  saved = {name: os.environ.get(name) for name in names}
+  os.environ.update(dict.fromkeys(names, "1"))
+  try:
+    yield
+  finally:
+    for name, value in saved.items():
+      if value is None:
+        os.environ.pop(name, None)
+      else:
+        os.environ[name] = value
 
 
 def _verify_chunk(chunk):
@@ -225,9 +241,11 @@ def VerifyPairsInProcesses(
   else:
     # spawn: the caller may have imported TensorFlow (threads do not survive fork).
     context = multiprocessing.get_context("spawn")
-    with context.Pool(
-      num_workers, initializer=_init_worker, initargs=(query_source, index_source, options)
-    ) as pool:
+    with _single_threaded_children():
+      pool = context.Pool(
+        num_workers, initializer=_init_worker, initargs=(query_source, index_source, options)
+      )
+    with pool:
       for chunk, result in zip(chunks, pool.imap(_verify_chunk, chunks)):
         collect(result)
         done += len(chunk)
