@@ -1,4 +1,4 @@
-"""Benchmark: effect of alpha-QE, DBA and float16 stores on a Revisited-format benchmark.
+r"""Benchmark: effect of alpha-QE, DBA and float16 stores on a Revisited-format benchmark.
 
 Runs perform_retrieval (global ranking only) on the same features with the options
 off (the reference's behaviour) and on, and prints medium/hard mAP for each. The

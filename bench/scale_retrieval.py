@@ -1,4 +1,4 @@
-"""Benchmark: retrieval at GLDv2 scale on synthetic descriptors (issue 10).
+r"""Benchmark: retrieval at GLDv2 scale on synthetic descriptors (issue 10).
 
 Parts (each runs in its own process, so that peak memory is per part):
 

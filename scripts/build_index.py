@@ -1,4 +1,4 @@
-"""Builds a search index over global descriptors (a feature store or .delg_global files).
+r"""Builds a search index over global descriptors (a feature store or .delg_global files).
 
 Usage:
   python -m scripts.build_index --features_path=stores/index --index_path=indexes/index_exact

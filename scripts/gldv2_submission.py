@@ -1,4 +1,4 @@
-"""GLDv2 retrieval or recognition predictions in the Kaggle CSV format.
+r"""GLDv2 retrieval or recognition predictions in the Kaggle CSV format.
 
 Usage:
   # Retrieval: test queries against the index set -> id,images (100 ids each)

@@ -1,4 +1,4 @@
-"""Searches an index with query descriptors and writes the top-k of each query to a CSV.
+r"""Searches an index with query descriptors and writes the top-k of each query to a CSV.
 
 Usage:
   python -m scripts.search_index --index_path=indexes/index_exact --queries_path=stores/test \
