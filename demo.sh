@@ -7,7 +7,8 @@
 # Steps: demo GLDv2-layout dataset -> TFRecords -> a short DELG training run
 # (real ResNet-50 with the autoencoder, random init: no ImageNet weights offline)
 # -> exports -> DELF local features of two views of one landmark -> matching picture
-# -> a small Revisited-Oxford-format benchmark -> DELG extraction -> retrieval metrics.
+# -> a small Revisited-Oxford-format benchmark -> DELG extraction -> retrieval metrics
+# -> the same in the GLDv2 format (feature stores, faiss index, Kaggle CSVs and metrics).
 # Re-running skips the steps whose outputs exist (delete OUTPUT_DIR to start over).
 set -euo pipefail
 
@@ -114,3 +115,32 @@ cat "$OUT/retrieval_nouse_geometric_verification/metrics.txt"
 echo
 echo "With re-ranking by local features (_after_gv; $OUT/retrieval_use_geometric_verification/metrics.txt):"
 cat "$OUT/retrieval_use_geometric_verification/metrics.txt"
+
+step "GLDv2 format: feature stores, a faiss index, Kaggle retrieval and recognition CSVs"
+# The demo's index and test splits, as a GLDv2 run would use them (recognition here
+# votes among the labelled index images; on GLDv2 it searches the train set).
+G="$OUT/gldv2_run"
+mkdir -p "$G"
+for SET in index test; do
+  find "$OUT/gldv2_dataset/$SET" -name '*.jpg' | sort > "$G/${SET}_images.txt"
+  "$PY" scripts/extract_delg_features.py --delf_config_path="$OUT/delg_config.pbtxt" \
+    --list_images_path="$G/${SET}_images.txt" --output_store="$G/stores/$SET"
+done
+"$PY" scripts/build_index.py --features_path="$G/stores/index" --index_path="$G/indexes/index"
+"$PY" scripts/gldv2_submission.py --task=retrieval --queries_path="$G/stores/test" \
+  --index_path="$G/indexes/index" --index_features_path="$G/stores/index" \
+  --use_geometric_verification --output_path="$G/retrieval_predictions.csv"
+"$PY" scripts/gldv2_submission.py --task=recognition --queries_path="$G/stores/test" \
+  --index_path="$G/indexes/index" --index_features_path="$G/stores/index" \
+  --labels_path="$OUT/gldv2_dataset/index/index_image_to_landmark.csv" \
+  --use_geometric_verification --output_path="$G/recognition_predictions.csv"
+echo
+echo "GLDv2 retrieval (mAP@100 of $G/retrieval_predictions.csv):"
+"$PY" scripts/compute_retrieval_metrics.py \
+  --solution_path="$OUT/gldv2_dataset/test/ground_truth/retrieval_solution_v2.1.csv" \
+  --predictions_path="$G/retrieval_predictions.csv"
+echo
+echo "GLDv2 recognition (GAP of $G/recognition_predictions.csv):"
+"$PY" scripts/compute_recognition_metrics.py \
+  --solution_path="$OUT/gldv2_dataset/test/ground_truth/recognition_solution_v2.1.csv" \
+  --predictions_path="$G/recognition_predictions.csv"

@@ -13,12 +13,19 @@ use_global_features / use_local_features in the config). Query images are croppe
 to their ground-truth box first, as the reference does. Images whose outputs all
 exist are skipped. Unreadable images are reported and skipped; the exit status is
 non-zero if any failed.
+
+At scale (beyond the reference): --output_store=DIR writes a sharded HDF5 feature
+store instead of per-image files (resumable: a rerun extracts only missing ids);
+--num_shards/--shard_index split the list for array jobs (disjoint shard files, no
+merge step); --list_images_path takes images from a list of paths (e.g. every JPEG of
+a GLDv2 split; ids = file names) instead of --dataset_file_path.
 """
 
 from __future__ import annotations
 
 from absl import app, flags
 
+from delf import feature_store
 from delf.retrieval import delg_extraction
 
 _DELF_CONFIG_PATH = flags.DEFINE_string(
@@ -47,6 +54,41 @@ _OUTPUT_FEATURES_DIR = flags.DEFINE_string(
 )
 
 
+_OUTPUT_STORE = flags.DEFINE_string(
+  "output_store",
+  "",
+  "If set, write a sharded HDF5 feature store in this directory instead of per-image "
+  "files in --output_features_dir (ids already stored are skipped).",
+)
+_STORE_DTYPE = flags.DEFINE_enum(
+  "store_dtype",
+  "float32",
+  list(feature_store.DTYPES),
+  "Descriptor precision in the store: float32 (exact) or float16 (half the disk).",
+)
+_STORE_IMAGES_PER_FILE = flags.DEFINE_integer(
+  "store_images_per_file",
+  feature_store.DEFAULT_IMAGES_PER_FILE,
+  "Images per store part file (at most this many are redone after a crash).",
+  lower_bound=1,
+)
+_NUM_SHARDS = flags.DEFINE_integer(
+  "num_shards",
+  1,
+  "Split the image list into this many shards (image i -> i % num_shards).",
+  lower_bound=1,
+)
+_SHARD_INDEX = flags.DEFINE_integer(
+  "shard_index", 0, "Which shard this process extracts, in [0, num_shards).", lower_bound=0
+)
+_LIST_IMAGES_PATH = flags.DEFINE_string(
+  "list_images_path",
+  "",
+  "Optional text file of image paths, one per line, used instead of --dataset_file_path "
+  "(ids = file names without extension; no query cropping).",
+)
+
+
 def main(argv):
   if len(argv) > 1:
     raise RuntimeError("Too many command-line arguments.")
@@ -56,6 +98,12 @@ def main(argv):
     images_dir=_IMAGES_DIR.value,
     image_set=_IMAGE_SET.value,
     output_features_dir=_OUTPUT_FEATURES_DIR.value,
+    output_store=_OUTPUT_STORE.value,
+    store_dtype=_STORE_DTYPE.value,
+    store_images_per_file=_STORE_IMAGES_PER_FILE.value,
+    num_shards=_NUM_SHARDS.value,
+    shard_index=_SHARD_INDEX.value,
+    list_images_path=_LIST_IMAGES_PATH.value,
   )
   try:
     summary = delg_extraction.extract_delg_features(config)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from absl import app, flags
 
+from delf import feature_store
 from delf.extraction import extract_features
 
 _CONFIG_PATH = flags.DEFINE_string(
@@ -53,6 +54,26 @@ _SKIP_EXISTING = flags.DEFINE_boolean(
 )
 
 
+_OUTPUT_STORE = flags.DEFINE_string(
+  "output_store",
+  "",
+  "If set, write the features into a sharded HDF5 feature store in this directory "
+  "(ids = image basenames; ids already stored are skipped) instead of .delf files.",
+)
+_STORE_DTYPE = flags.DEFINE_enum(
+  "store_dtype",
+  "float32",
+  list(feature_store.DTYPES),
+  "Descriptor precision in the store: float32 (exact) or float16 (half the disk).",
+)
+_STORE_IMAGES_PER_FILE = flags.DEFINE_integer(
+  "store_images_per_file",
+  feature_store.DEFAULT_IMAGES_PER_FILE,
+  "Images per store part file (at most this many are redone after a crash).",
+  lower_bound=1,
+)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Too many command-line arguments: {argv[1:]}")
@@ -63,6 +84,9 @@ def main(argv):
     num_shards=_NUM_SHARDS.value,
     shard_index=_SHARD_INDEX.value,
     skip_existing=_SKIP_EXISTING.value,
+    output_store=_OUTPUT_STORE.value,
+    store_dtype=_STORE_DTYPE.value,
+    store_images_per_file=_STORE_IMAGES_PER_FILE.value,
   )
   return extract_features.extract_features(config)
 

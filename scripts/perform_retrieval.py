@@ -13,13 +13,19 @@ RANSAC inliers, and writes medium/hard mAP, mP@k and mR@k (k = 1, 5, 10) to
 ``<output_dir>/metrics.txt`` (keys ``medium``, ``hard`` and, with verification,
 ``medium_after_gv``, ``hard_after_gv``). The dataset file may be a gnd_*.mat,
 a JSON or a revisitop .pkl ground truth (see delf/retrieval/revisited.py).
+
+Beyond the reference: either features folder may be a feature store
+(extract_delg_features.py --output_store); --index_path ranks with an index built by
+build_index.py (exact: the same metrics as without it); --query_expansion_top_n and
+--dba_top_n turn on alpha-QE and database-side augmentation (off by default);
+re-ranking runs in --num_workers processes (default: all cores; same result).
 """
 
 from __future__ import annotations
 
 from absl import app, flags
 
-from delf.retrieval import retrieval
+from delf.retrieval import rerank_parallel, retrieval
 
 _DATASET_FILE_PATH = flags.DEFINE_string(
   "dataset_file_path",
@@ -67,6 +73,36 @@ _OUTPUT_DIR = flags.DEFINE_string(
 )
 
 
+_NUM_WORKERS = flags.DEFINE_integer(
+  "num_workers",
+  rerank_parallel.default_num_workers(),
+  "Processes for geometric verification (default: all cores); the result does not depend on it.",
+  lower_bound=1,
+)
+_INDEX_PATH = flags.DEFINE_string(
+  "index_path",
+  "",
+  "Optional search index (build_index.py) over the index images' global descriptors; "
+  "images in it but not in the dataset act as distractors.",
+)
+_QUERY_EXPANSION_TOP_N = flags.DEFINE_integer(
+  "query_expansion_top_n",
+  0,
+  "Alpha query expansion with this many top results (0 = off, the reference).",
+  lower_bound=0,
+)
+_QUERY_EXPANSION_ALPHA = flags.DEFINE_float(
+  "query_expansion_alpha", 3.0, "Exponent of the similarity weights of alpha-QE."
+)
+_DBA_TOP_N = flags.DEFINE_integer(
+  "dba_top_n",
+  0,
+  "Database-side augmentation with this many neighbours, the image included (0 = off).",
+  lower_bound=0,
+)
+_DBA_ALPHA = flags.DEFINE_float("dba_alpha", 3.0, "Exponent of the similarity weights of DBA.")
+
+
 def main(argv):
   if len(argv) > 1:
     raise RuntimeError("Too many command-line arguments.")
@@ -79,6 +115,12 @@ def main(argv):
     ransac_residual_threshold=_RANSAC_RESIDUAL_THRESHOLD.value,
     use_ratio_test=_USE_RATIO_TEST.value,
     output_dir=_OUTPUT_DIR.value,
+    num_workers=_NUM_WORKERS.value,
+    index_path=_INDEX_PATH.value,
+    query_expansion_top_n=_QUERY_EXPANSION_TOP_N.value,
+    query_expansion_alpha=_QUERY_EXPANSION_ALPHA.value,
+    dba_top_n=_DBA_TOP_N.value,
+    dba_alpha=_DBA_ALPHA.value,
   )
   try:
     retrieval.perform_retrieval(config)

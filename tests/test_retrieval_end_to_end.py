@@ -140,3 +140,38 @@ def test_perform_retrieval_with_and_without_verification(pipeline, capsys):
     assert with_gv[0][key] == global_only[0][key]
   for value in with_gv[0].values():
     assert 0.0 < value <= 1.0
+
+
+def test_exact_index_ranks_the_demo_benchmark_as_numpy(pipeline, tmp_path):
+  """Stores + exact faiss index: the same rankings and metrics.txt as the per-image path."""
+  from delf import feature_conversion
+  from delf.retrieval import index_jobs, retrieval
+
+  root, gnd_path = pipeline
+  with open(os.devnull, "w") as quiet:
+    for image_set in ("query", "index"):
+      feature_conversion.files_to_store(
+        str(root / "features" / image_set), str(tmp_path / image_set), out=quiet
+      )
+    index_jobs.build_index(
+      index_jobs.BuildConfig(str(tmp_path / "index"), str(tmp_path / "idx")), out=quiet
+    )
+    results = {}
+    for name, index_path, features in (
+      ("dense", "", root / "features"),
+      ("index", str(tmp_path / "idx"), tmp_path),
+    ):
+      config = retrieval.RetrievalConfig(
+        dataset_file_path=str(gnd_path),
+        query_features_dir=str(features / "query"),
+        index_features_dir=str(features / "index"),
+        index_path=index_path,
+        use_geometric_verification=True,
+        num_workers=2,
+        output_dir=str(tmp_path / name),
+      )
+      results[name] = retrieval.perform_retrieval(config, out=quiet)
+  np.testing.assert_array_equal(results["dense"].ranks_before_gv, results["index"].ranks_before_gv)
+  assert (tmp_path / "dense" / "metrics.txt").read_text() == (
+    tmp_path / "index" / "metrics.txt"
+  ).read_text()

@@ -17,6 +17,9 @@ Differences from the reference (all keep its outputs for valid input):
   resizes the next images while the model runs on the current one.
 * ``num_shards`` / ``shard_index`` split the list deterministically (image i goes
   to shard ``i % num_shards``) so several processes can share a list.
+* ``output_store``: the features go to a sharded HDF5 feature store
+  (``delf.feature_store``, ids = basenames) instead of ``.delf`` files; ids already
+  stored are skipped, each shard process writes its own files.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from delf import feature_io
+from delf import feature_io, feature_store
 from delf.extraction import config_io
 from delf.extraction.image_io import RgbLoader
 from delf.progress import ProgressReporter
@@ -51,6 +54,9 @@ class ExtractFeaturesConfig:
   num_shards: int = 1
   shard_index: int = 0
   skip_existing: bool = True
+  output_store: str = ""
+  store_dtype: str = "float32"
+  store_images_per_file: int = feature_store.DEFAULT_IMAGES_PER_FILE
 
 
 def _error(message: str) -> None:
@@ -88,6 +94,10 @@ def duplicate_outputs(image_paths: list[str], output_dir: str) -> dict[int, str]
     else:
       first_by_output[output] = path
   return duplicates
+
+
+def _store_id(image_path: str) -> str:
+  return os.path.splitext(os.path.basename(image_path))[0]
 
 
 def _load_and_prepare(extractor, path: str):
@@ -145,17 +155,38 @@ def extract_features(config: ExtractFeaturesConfig) -> int:
     for i, path in enumerate(image_paths)
     if i % config.num_shards == config.shard_index and i not in duplicates
   ]
-  os.makedirs(config.output_dir, exist_ok=True)
+  store = None
+  if config.output_store:
+    try:
+      store = feature_store.StoreWriter(
+        config.output_store,
+        shard_index=config.shard_index,
+        num_shards=config.num_shards,
+        images_per_file=config.store_images_per_file,
+        dtype=config.store_dtype,
+        has_global=False,
+      )
+    except (OSError, ValueError) as e:
+      _error(str(e))
+      return 1
+  else:
+    os.makedirs(config.output_dir, exist_ok=True)
 
   todo = []
   for path in image_paths:
-    if config.skip_existing and os.path.exists(output_path_for(path, config.output_dir)):
+    if store is not None:
+      done = _store_id(path) in store
+    else:
+      done = config.skip_existing and os.path.exists(output_path_for(path, config.output_dir))
+    if done:
       print(f"Skipping {path}")
     else:
       todo.append(path)
   num_skipped = len(image_paths) - len(todo)
   print(f"Extracting features for {len(todo)} images ({num_skipped} already done)", flush=True)
   if not todo:
+    if store is not None:
+      store.close()
     return 1 if colliding else 0
 
   from delf.extraction import extractor as extractor_lib  # Imports TensorFlow.
@@ -182,13 +213,11 @@ def extract_features(config: ExtractFeaturesConfig) -> int:
       features = extractor.extract_resized(resized, scale_factors, image_name=path)
       local = features["local_features"]
       num_features = len(local["attention"])
-      feature_io.WriteToFile(
-        output_path_for(path, config.output_dir),
-        local["locations"],
-        local["scales"],
-        local["descriptors"],
-        local["attention"],
-      )
+      arrays = (local["locations"], local["scales"], local["descriptors"], local["attention"])
+      if store is not None:
+        store.add(_store_id(path), local=arrays)
+      else:
+        feature_io.WriteToFile(output_path_for(path, config.output_dir), *arrays)
     except Exception as e:  # One bad image must not end a long run (KB-41).
       _error(f"cannot extract features for {path}: {type(e).__name__}: {e}")
       failed.append(path)
@@ -212,6 +241,8 @@ def extract_features(config: ExtractFeaturesConfig) -> int:
       )
     progress.update()
   progress.done()
+  if store is not None:
+    store.close()
   summary = f"Done: {len(todo) - len(failed)} images written, {num_skipped} skipped"
   failed = colliding + failed
   if num_empty:

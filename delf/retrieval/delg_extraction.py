@@ -18,6 +18,13 @@ reported in one line and skipped, the run goes on, a summary is printed at the
 end and the caller exits with a non-zero status; outputs are written
 atomically. KB-39: an empty global descriptor (image under 10 px) is written as
 the reference does, with a warning naming the image.
+
+Beyond the reference: ``output_store`` writes a sharded feature store
+(``delf.feature_store``) instead of per-image files (a rerun extracts only the ids
+not yet stored); ``num_shards`` / ``shard_index`` split the list (image i goes to
+shard ``i % num_shards``) for array jobs; ``list_images_path`` takes the images
+from a list of paths (e.g. a GLDv2 split; ids = file names without extension, no
+cropping) instead of a ground-truth file.
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ from typing import Any, TextIO
 import numpy as np
 from PIL import Image
 
-from delf import datum_io, feature_io
+from delf import datum_io, feature_io, feature_store
 from delf.progress import ProgressReporter
 from delf.retrieval import revisited
 
@@ -53,6 +60,13 @@ class DelgExtractionConfig:
   images_dir: str = "/tmp/images"
   image_set: str = "query"
   output_features_dir: str = "/tmp/features"
+  # Beyond the reference (see the module docstring).
+  output_store: str = ""
+  store_dtype: str = "float32"
+  store_images_per_file: int = feature_store.DEFAULT_IMAGES_PER_FILE
+  num_shards: int = 1
+  shard_index: int = 0
+  list_images_path: str = ""
 
 
 @dataclasses.dataclass
@@ -134,30 +148,95 @@ def extract_delg_features(
 
     image_loader = RgbLoader
 
-  query_list, index_list, ground_truth = revisited.ReadDatasetFile(config.dataset_file_path)
-  is_query = config.image_set == "query"
-  image_list = query_list if is_query else index_list
+  if config.num_shards < 1 or not 0 <= config.shard_index < config.num_shards:
+    raise ValueError(
+      f"shard_index must be in [0, num_shards); got {config.shard_index} of {config.num_shards}"
+    )
+  if config.list_images_path:
+    image_paths = _ReadImageList(config.list_images_path)
+    image_list = [os.path.splitext(os.path.basename(p))[0] for p in image_paths]
+    ground_truth, is_query = [], False
+  else:
+    query_list, index_list, ground_truth = revisited.ReadDatasetFile(config.dataset_file_path)
+    is_query = config.image_set == "query"
+    image_list = query_list if is_query else index_list
+    image_paths = [os.path.join(config.images_dir, name + IMAGE_EXTENSION) for name in image_list]
   print(f"done! Found {len(image_list)} images", file=out)
-  os.makedirs(config.output_features_dir, exist_ok=True)
+  positions = [i for i in range(len(image_list)) if i % config.num_shards == config.shard_index]
+  store = None
+  if config.output_store:
+    store = feature_store.StoreWriter(
+      config.output_store,
+      shard_index=config.shard_index,
+      num_shards=config.num_shards,
+      images_per_file=config.store_images_per_file,
+      dtype=config.store_dtype,
+      has_global=want_global,
+      has_local=want_local,
+    )
+  else:
+    os.makedirs(config.output_features_dir, exist_ok=True)
+  try:
+    summary = _ExtractImages(
+      config, delf_config, extractor_fn, image_loader, image_list, image_paths, positions,
+      ground_truth if is_query else None, store, want_global, want_local, out,
+    )  # fmt: skip
+  except BaseException:
+    if store is not None:
+      store.flush()  # Keep every complete image: a rerun resumes after them.
+    raise
+  if store is not None:
+    store.close()
+  return summary
 
-  summary = ExtractionSummary(num_images=len(image_list))
+
+def _ReadImageList(path: str) -> list[str]:
+  with open(path, encoding="utf-8") as f:
+    paths = [line.strip() for line in f if line.strip()]
+  names = [os.path.splitext(os.path.basename(p))[0] for p in paths]
+  if len(set(names)) != len(names):
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    raise ValueError(f"{path}: image ids (file names) repeated: {', '.join(repeated[:5])}")
+  return paths
+
+
+def _ExtractImages(
+  config: DelgExtractionConfig,
+  delf_config: Any,
+  extractor_fn: ExtractorFn | None,
+  image_loader: Callable[[str], Image.Image],
+  image_list: Sequence[str],
+  image_paths: Sequence[str],
+  positions: Sequence[int],
+  ground_truth: Sequence[dict] | None,
+  store: feature_store.StoreWriter | None,
+  want_global: bool,
+  want_local: bool,
+  out: TextIO,
+) -> ExtractionSummary:
+  summary = ExtractionSummary(num_images=len(positions))
   progress = ProgressReporter(
-    f"Extracting {config.image_set} DELG features",
-    total=len(image_list),
+    f"Extracting {'listed' if config.list_images_path else config.image_set} DELG features",
+    total=len(positions),
     unit="images",
     every_items=_STATUS_CHECK_ITERATIONS,
     stream=out,
   )
-  for i, name in enumerate(image_list):
+  for i in positions:
+    name = image_list[i]
     global_path = os.path.join(config.output_features_dir, name + GLOBAL_FEATURE_EXTENSION)
     local_path = os.path.join(config.output_features_dir, name + LOCAL_FEATURE_EXTENSION)
-    if (not want_global or os.path.exists(global_path)) and (
-      not want_local or os.path.exists(local_path)
-    ):
+    if store is not None:
+      done = name in store
+    else:
+      done = (not want_global or os.path.exists(global_path)) and (
+        not want_local or os.path.exists(local_path)
+      )
+    if done:
       summary.num_skipped += 1
       progress.update()
       continue
-    image_path = os.path.join(config.images_dir, name + IMAGE_EXTENSION)
+    image_path = image_paths[i]
     try:
       image = image_loader(image_path)
     except Exception as e:  # Missing/corrupt images are reported, not fatal (KB-41).
@@ -167,13 +246,22 @@ def extract_delg_features(
       progress.update()
       continue
     resize_factor = 1.0
-    if is_query and ground_truth[i].get("bbx") is not None:
+    if ground_truth is not None and ground_truth[i].get("bbx") is not None:
       image, resize_factor = CropQuery(image, ground_truth[i]["bbx"])
     if extractor_fn is None:
       from delf.extraction import extractor
 
       extractor_fn = extractor.MakeExtractor(delf_config)
     extracted = extractor_fn(np.array(image), resize_factor)
+    if store is not None:
+      local = extracted["local_features"] if want_local else None
+      store.add(
+        name,
+        np.asarray(extracted["global_descriptor"]) if want_global else None,
+        None
+        if local is None
+        else (local["locations"], local["scales"], local["descriptors"], local["attention"]),
+      )
     if want_global:
       descriptor = np.asarray(extracted["global_descriptor"])
       if descriptor.size == 0:
@@ -183,8 +271,9 @@ def extract_delg_features(
           file=out,
         )
         summary.empty_global.append(image_path)
-      datum_io.WriteToFile(descriptor, global_path)
-    if want_local:
+      if store is None:
+        datum_io.WriteToFile(descriptor, global_path)
+    if want_local and store is None:
       local = extracted["local_features"]
       feature_io.WriteToFile(
         local_path,
@@ -198,7 +287,8 @@ def extract_delg_features(
   progress.done()
   print(
     f"Extracted {summary.num_extracted}, skipped {summary.num_skipped} (already done), "
-    f"failed {len(summary.failed)} of {summary.num_images} {config.image_set} images",
+    f"failed {len(summary.failed)} of {summary.num_images} "
+    f"{'listed' if config.list_images_path else config.image_set} images",
     file=out,
   )
   return summary

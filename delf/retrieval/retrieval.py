@@ -15,6 +15,17 @@ Differences from the reference:
 * KB-41: a missing local-feature file counts as 0 inliers and is reported.
 * Each distinct (query, index image) pair is verified once for both protocols
   and each feature file is read once (see ``reranking``); the output is the same.
+  Verification runs in ``num_workers`` processes (``rerank_parallel``), with the
+  same inlier counts for any number of them.
+* Similarities are float64 dot products of the stored float32 descriptors
+  (``index.inner_products``): the same values whatever the batch, so the exact
+  faiss index (``index_path``) ranks exactly as this dense path, ties included.
+
+Beyond the reference: the feature folders may be feature stores
+(``delf.feature_store``); ``index_path`` ranks with a prebuilt search index
+(``delf.retrieval.index``; index images not in the dataset act as distractors);
+α-query expansion and database-side augmentation (``query_expansion``), off by
+default.
 """
 
 from __future__ import annotations
@@ -28,9 +39,18 @@ from typing import TextIO
 
 import numpy as np
 
-from delf import datum_io
+from delf import datum_io, feature_store
 from delf.progress import ProgressReporter
-from delf.retrieval import metrics_file, reranking, revisited
+from delf.retrieval import (
+  index as search_index,
+)
+from delf.retrieval import (
+  metrics_file,
+  query_expansion,
+  rerank_parallel,
+  reranking,
+  revisited,
+)
 
 GLOBAL_FEATURE_EXTENSION = ".delg_global"
 LOCAL_FEATURE_EXTENSION = ".delg_local"
@@ -52,8 +72,14 @@ class RetrievalConfig:
   ransac_residual_threshold: float = 20.0
   use_ratio_test: bool = False
   output_dir: str = "/tmp/retrieval"
-  # Threads for geometric verification (library option; results do not depend on it).
+  # Processes for geometric verification (results do not depend on it).
   num_workers: int = 1
+  # Beyond the reference (module docstring): a search index, α-QE and DBA (0 = off).
+  index_path: str = ""
+  query_expansion_top_n: int = 0
+  query_expansion_alpha: float = 3.0
+  dba_top_n: int = 0
+  dba_alpha: float = 3.0
 
 
 @dataclasses.dataclass
@@ -104,6 +130,8 @@ def LoadGlobalDescriptors(
     ValueError: no usable descriptor at all (e.g. a dimension that differs from
       the queries' for every index image: features of another model).
   """
+  if feature_store.is_store(features_dir):
+    return _LoadGlobalDescriptorsFromStore(features_dir, names, dimension)
   progress = ProgressReporter(
     f"Loading {label} global descriptors",
     total=len(names),
@@ -145,6 +173,34 @@ def LoadGlobalDescriptors(
   return descriptors, problems
 
 
+def _LoadGlobalDescriptorsFromStore(
+  root: str, names: Sequence[str], dimension: int | None
+) -> tuple[np.ndarray, dict[str, str]]:
+  """``LoadGlobalDescriptors`` for a feature store (same problems and zero rows)."""
+  with feature_store.FeatureStore(root) as store:
+    if not store.has_global:
+      raise ValueError(f"{root}: the feature store holds no global descriptors")
+    dimension = dimension or store.global_dim
+    descriptors = np.zeros([len(names), dimension], dtype=np.float32)
+    problems: dict[str, str] = {}
+    for row, name in enumerate(names):
+      key = f"{root}[{name}]"
+      if name not in store:
+        problems[key] = "not in the store"
+        continue
+      descriptor = store.global_descriptor(name)
+      if descriptor.size == 0:
+        problems[key] = "shape [0] is not a non-empty vector"
+      elif descriptor.size != dimension:
+        problems[key] = f"dimension {descriptor.size}, expected {dimension}"
+      else:
+        descriptors[row] = descriptor
+  if names and len(problems) == len(names):
+    example = next(iter(problems.items()))
+    raise ValueError(f"No usable global descriptor in {root} (e.g. {example[0]}: {example[1]})")
+  return descriptors, problems
+
+
 def _ReportProblems(title: str, problems: dict[str, str], out: TextIO) -> None:
   if not problems:
     return
@@ -159,12 +215,27 @@ def _ReportProblems(title: str, problems: dict[str, str], out: TextIO) -> None:
 def RankByGlobalSimilarity(
   query_descriptors: np.ndarray, index_descriptors: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-  """``(similarities [Q, I], ranks [Q, I] int32)``; stable descending sort (KB-52)."""
-  similarities = (
-    np.asarray(query_descriptors, np.float32) @ np.asarray(index_descriptors, np.float32).T
+  """``(similarities [Q, I] float64, ranks [Q, I] int32)``; stable descending sort (KB-52).
+
+  Similarities are ``index.inner_products`` of the float32 descriptors: the same
+  values the exact search index orders by, so both give identical rankings.
+  """
+  similarities = search_index.inner_products(
+    np.asarray(query_descriptors, np.float32), np.asarray(index_descriptors, np.float32)
   )
   ranks = np.argsort(-similarities, axis=1, kind="stable").astype(np.int32)
   return similarities, ranks
+
+
+def _DenseSearch(database: np.ndarray):
+  """``search(queries, k)`` over a dense matrix with the exact ranking rule."""
+
+  def search(queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    scores = search_index.inner_products(queries, database)
+    rows = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(scores, rows, 1), rows
+
+  return search
 
 
 def perform_retrieval(config: RetrievalConfig, out: TextIO | None = None) -> RetrievalResult:
@@ -184,16 +255,45 @@ def perform_retrieval(config: RetrievalConfig, out: TextIO | None = None) -> Ret
   query_global, query_problems = LoadGlobalDescriptors(
     config.query_features_dir, query_list, label="query", out=out
   )
-  index_global, index_problems = LoadGlobalDescriptors(
-    config.index_features_dir, index_list, dimension=query_global.shape[1], label="index", out=out
-  )
-  bad_global = {**query_problems, **index_problems}
+  if config.index_path:
+    similarities, ranks_before_gv, index_names = _RankWithIndex(config, query_global, index_list)
+    bad_global = query_problems
+  else:
+    index_global, index_problems = LoadGlobalDescriptors(
+      config.index_features_dir,
+      index_list,
+      dimension=query_global.shape[1],
+      label="index",
+      out=out,
+    )
+    bad_global = {**query_problems, **index_problems}
+    if config.dba_top_n:
+      print(
+        f"Database-side augmentation: top {config.dba_top_n}, alpha {config.dba_alpha}", file=out
+      )
+      index_global = query_expansion.database_augmentation(
+        index_global, _DenseSearch(index_global), config.dba_top_n, config.dba_alpha
+      )
+    if config.query_expansion_top_n:
+      print(
+        f"Alpha query expansion: top {config.query_expansion_top_n}, "
+        f"alpha {config.query_expansion_alpha}",
+        file=out,
+      )
+      query_global = query_expansion.alpha_query_expansion(
+        query_global,
+        _DenseSearch(index_global),
+        lambda rows: index_global[rows],
+        config.query_expansion_top_n,
+        config.query_expansion_alpha,
+      )
+    similarities, ranks_before_gv = RankByGlobalSimilarity(query_global, index_global)
+    index_names = list(index_list)
   _ReportProblems(
     "global descriptor file(s) missing or malformed, replaced by zero vectors (KB-39):",
     bad_global,
     out,
   )
-  similarities, ranks_before_gv = RankByGlobalSimilarity(query_global, index_global)
 
   protocols = {"medium": medium_ground_truth, "hard": hard_ground_truth}
   mean_average_precision: dict[str, float] = {}
@@ -211,7 +311,7 @@ def perform_retrieval(config: RetrievalConfig, out: TextIO | None = None) -> Ret
   report = reranking.VerificationReport()
   if config.use_geometric_verification:
     ranks_after_gv = _Rerank(
-      config, query_list, index_list, similarities, ranks_before_gv, protocols, report, out
+      config, query_list, index_names, similarities, ranks_before_gv, protocols, report, out
     )
     _ReportProblems(
       "local-feature file(s) missing or unreadable, counted as 0 inliers (KB-41):",
@@ -275,9 +375,14 @@ def _Rerank(
     file=out,
   )
 
+  printed = 0
+
   def progress(done: int, total: int) -> None:
-    if done % reranking._STATUS_CHECK_GV_ITERATIONS == 0 or done == total:
+    nonlocal printed
+    step = reranking._STATUS_CHECK_GV_ITERATIONS
+    if done // step > printed // step or done == total:
       print(f"Re-ranking: i = {done} out of {total}", file=out, flush=True)
+      printed = done
 
   options = reranking.MatchingOptions(
     local_feature_extension=LOCAL_FEATURE_EXTENSION,
@@ -286,14 +391,21 @@ def _Rerank(
     ransac_residual_threshold=config.ransac_residual_threshold,
     use_ratio_test=config.use_ratio_test,
   )
-  inliers = reranking.VerifyPairs(
+  stats = rerank_parallel.VerificationStats()
+  inliers = rerank_parallel.VerifyPairsInProcesses(
     pairs,
-    config.query_features_dir,
-    config.index_features_dir,
+    rerank_parallel.FeatureSource(config.query_features_dir, LOCAL_FEATURE_EXTENSION),
+    rerank_parallel.FeatureSource(config.index_features_dir, LOCAL_FEATURE_EXTENSION),
     options,
     num_workers=config.num_workers,
     report=report,
     progress=progress,
+    stats=stats,
+  )
+  print(
+    f"Verified {stats.num_pairs} pairs in {stats.seconds:.1f} s "
+    f"({stats.pairs_per_second:.1f} pairs/s, {stats.num_workers} process(es))",
+    file=out,
   )
   ranks_after_gv = {}
   for name in protocols:
@@ -305,3 +417,67 @@ def _Rerank(
       ranks[i] = reranking.SortByInliersAndScores(counts, similarities[i])
     ranks_after_gv[name] = ranks
   return ranks_after_gv
+
+
+def _RankWithIndex(
+  config: RetrievalConfig, query_global: np.ndarray, index_list: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+  """Full rankings from a search index, in dataset index positions.
+
+  Index images that are not in the dataset's list come after it (distractors, e.g.
+  the +1M set); ties are broken by that position, as in the dense path.
+  """
+  index = search_index.GlobalIndex.load(config.index_path)
+  store = None
+  if feature_store.is_store(config.index_features_dir):
+    store = feature_store.FeatureStore(config.index_features_dir)
+    index.check_source(store.fingerprint, store.root)
+  if config.dba_top_n:
+    raise ValueError(
+      "--dba_top_n augments the database vectors: build the index without --index_path "
+      "(dense path) or from augmented descriptors"
+    )
+  row_of = {image_id: row for row, image_id in enumerate(index.ids)}
+  missing = [name for name in index_list if name not in row_of]
+  if missing:
+    raise ValueError(
+      f"{config.index_path}: {len(missing)} index image(s) of the dataset are not in the "
+      f"index (e.g. {missing[0]}); it was built from other features"
+    )
+  in_dataset = set(index_list)
+  extras = [image_id for image_id in index.ids if image_id not in in_dataset]
+  names = list(index_list) + extras
+  position_of_row = np.empty([index.num_vectors], dtype=np.int64)
+  for position, name in enumerate(names):
+    position_of_row[row_of[name]] = position
+
+  def search(queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    result = index.search(queries, k, **refine)
+    return result.scores, result.rows
+
+  refine = {}
+  if index.spec.kind != "exact" and store is not None:
+    refine = {"refine_vectors": search_index.StoreVectors(store), "refine_factor": 4}
+  if config.query_expansion_top_n:
+    if index.spec.kind == "exact":
+      vectors = index.stored_vectors()
+      fetch = lambda rows: vectors[rows]  # noqa: E731
+    elif store is not None:
+      fetch = search_index.StoreVectors(store)
+    else:
+      raise ValueError(
+        "--query_expansion_top_n with an approximate index needs --index_features_dir "
+        "to be the feature store the index was built from"
+      )
+    query_global = query_expansion.alpha_query_expansion(
+      query_global, search, fetch, config.query_expansion_top_n, config.query_expansion_alpha
+    )
+  scores, rows = search(query_global, index.num_vectors)
+  num_queries, total = len(query_global), len(names)
+  similarities = np.full([num_queries, total], -np.inf)
+  for i in range(num_queries):
+    valid = rows[i] >= 0
+    similarities[i, position_of_row[rows[i][valid]]] = scores[i][valid]
+  # Unranked images (approximate indexes) last, by position; ties by position (KB-52).
+  ranks = np.argsort(-similarities, axis=1, kind="stable").astype(np.int32)
+  return similarities, ranks, names
