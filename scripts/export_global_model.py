@@ -61,6 +61,15 @@ flags.DEFINE_integer(
   "delg_embedding_layer_dim", 2048, "Size of the DELG embedding layer; as in training."
 )
 
+flags.DEFINE_enum(
+  "precision",
+  "float32",
+  ["float32", "bfloat16", "float16"],
+  "Compute type of the exported network. float32 (default) is the trained model as is; "
+  "bfloat16 (CPUs with AVX512_BF16/AMX, GPUs) and float16 (GPUs) fold the batch norms and "
+  "run the convolutions in that type, outputs stay float32 (see BENCHMARKS.md for parity).",
+)
+
 
 def main(argv):
   if len(argv) > 1:
@@ -86,6 +95,7 @@ def main(argv):
     delg_global_features=FLAGS.delg_global_features,
     delg_gem_power=FLAGS.delg_gem_power,
     delg_embedding_layer_dim=FLAGS.delg_embedding_layer_dim,
+    precision=FLAGS.precision,
   )
   try:
     exporter.export(config)

@@ -42,6 +42,21 @@ DEFINE_integral(
   "local_feature_map_channels", 1024, "Block3 channels reconstructed by the autoencoder."
 )
 
+flags.DEFINE_enum(
+  "precision",
+  "float32",
+  ["float32", "bfloat16", "float16"],
+  "Compute type of the exported network. float32 (default) is the trained model as is; "
+  "bfloat16 (CPUs with AVX512_BF16/AMX, GPUs) and float16 (GPUs) fold the batch norms and "
+  "run the convolutions in that type, outputs stay float32 (see BENCHMARKS.md for parity).",
+)
+flags.DEFINE_boolean(
+  "batch_signature",
+  False,
+  "Also export the 'serving_batch' signature, which extract_features.py --batch_size uses "
+  "to run several same-size images per model call (doubles the export time).",
+)
+
 
 def main(argv):
   if len(argv) > 1:
@@ -58,6 +73,8 @@ def main(argv):
     use_autoencoder=FLAGS.use_autoencoder,
     autoencoder_dimensions=FLAGS.autoencoder_dimensions,
     local_feature_map_channels=FLAGS.local_feature_map_channels,
+    precision=FLAGS.precision,
+    batch_signature=FLAGS.batch_signature,
   )
   try:
     exporter.export(config)
