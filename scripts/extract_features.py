@@ -51,6 +51,14 @@ _SKIP_EXISTING = flags.DEFINE_boolean(
   "Skip images whose .delf file already exists (printing `Skipping <path>`); "
   "--noskip_existing recomputes them.",
 )
+_BATCH_SIZE = flags.DEFINE_integer(
+  "batch_size",
+  1,
+  "Run up to this many consecutive images of the same resized size per model call "
+  "(e.g. with a fixed max_image_size); needs an export made with --batch_signature. "
+  "Outputs are those of one image at a time.",
+  lower_bound=1,
+)
 
 
 def main(argv):
@@ -63,6 +71,7 @@ def main(argv):
     num_shards=_NUM_SHARDS.value,
     shard_index=_SHARD_INDEX.value,
     skip_existing=_SKIP_EXISTING.value,
+    batch_size=_BATCH_SIZE.value,
   )
   return extract_features.extract_features(config)
 

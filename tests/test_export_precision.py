@@ -6,6 +6,8 @@ one-image signature (the batch signature must give every image what it gives).
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -184,3 +186,64 @@ def test_bf16_export_with_batch_signature_through_the_extractor(tmp_path, delg_m
       )
   with pytest.raises(ValueError, match="one size"):
     extractor.extract_resized_batch([prepared[0][0], prepared[0][0][:-8]], [prepared[0][1]] * 2)
+
+
+def test_extract_features_batch_size_matches_one_at_a_time(tmp_path, capsys):
+  from PIL import Image
+
+  from delf import feature_io
+  from delf.extraction import extract_features as extract_lib
+
+  tf.keras.utils.set_random_seed(6)
+  logdir = tmp_path / "logdir"
+  write_tiny_logdir(logdir, "Delf", num_classes=5, use_dim_reduction=False)
+  plain, batched = str(tmp_path / "plain"), str(tmp_path / "batched")
+  for path, batch_signature in ((plain, False), (batched, True)):
+    exporter.export(
+      exporter.LocalExportConfig(
+        export_path=path,
+        ckpt_path=str(logdir / "delf_weights"),
+        use_autoencoder=False,
+        local_feature_map_channels=64,
+        batch_signature=batch_signature,
+      )
+    )
+  paths = []
+  sizes = [(128, 160)] * 3 + [(136, 160)] + [(128, 160)] * 2  # a size change inside the list
+  for i, (height, width) in enumerate(sizes):
+    path = tmp_path / f"image_{i}.jpg"
+    Image.fromarray(_images(1, height, width, seed=10 + i)[0]).save(path)
+    paths.append(str(path))
+  broken = tmp_path / "broken.jpg"
+  broken.write_bytes(b"not a jpeg")
+  paths.insert(2, str(broken))
+  (tmp_path / "list.txt").write_text("\n".join(paths) + "\n")
+
+  def run(model_path: str, output_dir: str, batch_size: int) -> int:
+    config_path = tmp_path / f"config_{batch_size}.pbtxt"
+    config_path.write_text(
+      f'model_path: "{model_path}"\nimage_scales: [0.7071, 1.0]\nis_tf2_exported: true\n'
+      "delf_local_config { use_pca: false max_feature_num: 30 score_threshold: 0.0 }\n"
+    )
+    return extract_lib.extract_features(
+      extract_lib.ExtractFeaturesConfig(
+        config_path=str(config_path),
+        list_images_path=str(tmp_path / "list.txt"),
+        output_dir=output_dir,
+        batch_size=batch_size,
+      )
+    )
+
+  assert run(plain, str(tmp_path / "refused"), 3) == 1
+  assert "re-export" in capsys.readouterr().err
+  assert run(batched, str(tmp_path / "one"), 1) == 1  # the broken image
+  assert run(batched, str(tmp_path / "three"), 3) == 1
+  assert "broken.jpg" in capsys.readouterr().err
+  written = sorted(os.listdir(tmp_path / "three"))
+  assert written == sorted(os.listdir(tmp_path / "one")) and len(written) == len(sizes)
+  for name in written:
+    one = feature_io.ReadFromFile(str(tmp_path / "one" / name))
+    three = feature_io.ReadFromFile(str(tmp_path / "three" / name))
+    assert len(one[0]) == 30
+    for a, b in zip(one, three):
+      np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
