@@ -247,3 +247,29 @@ def test_extract_features_batch_size_matches_one_at_a_time(tmp_path, capsys):
     assert len(one[0]) == 30
     for a, b in zip(one, three):
       np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_bf16_on_real_photos_keeps_descriptors(real_photos_dir, delg_model):
+  """Global (DELG) descriptors and local feature maps of real photos: cosine >= 0.999."""
+  from PIL import Image
+
+  folded = FoldedInferenceModel(delg_model, "bfloat16")
+  for name in ("opencv/graf1.png", "vlfeat/roofs1.jpg", "wikimedia_gbc"):
+    path = real_photos_dir / name
+    if path.is_dir():
+      path = sorted(p for p in path.iterdir() if p.suffix.lower() in (".jpg", ".png"))[0]
+    image = Image.open(path).convert("RGB")
+    image.thumbnail((320, 320))
+    pixels = (np.asarray(image, np.float32)[np.newaxis] - 128.0) / 128.0
+    expected = delg_model.build_call(tf.constant(pixels))
+    got = folded.build_call(tf.constant(pixels))
+    assert _cosine(got["global_descriptor"], expected["global_descriptor"]) >= 0.999, path
+    local_got = got["local_features"].numpy().reshape(-1, delg_model.local_descriptor_dim)
+    local_expected = expected["local_features"].numpy().reshape(local_got.shape)
+    per_cell = np.sum(local_got * local_expected, 1) / (
+      np.linalg.norm(local_got, axis=1) * np.linalg.norm(local_expected, axis=1) + 1e-12
+    )
+    assert np.median(per_cell) >= 0.999 and per_cell.min() >= 0.99, path
+    np.testing.assert_allclose(
+      got["attention_prob"], expected["attention_prob"], rtol=0.05, atol=0.02
+    )
