@@ -25,6 +25,8 @@ from __future__ import annotations
 
 from absl import app, flags
 
+from delf.cli_flags import DEFINE_export_speed_flags
+
 FLAGS = flags.FLAGS
 
 flags.DEFINE_string(
@@ -61,14 +63,7 @@ flags.DEFINE_integer(
   "delg_embedding_layer_dim", 2048, "Size of the DELG embedding layer; as in training."
 )
 
-flags.DEFINE_enum(
-  "precision",
-  "float32",
-  ["float32", "bfloat16", "float16"],
-  "Compute type of the exported network. float32 (default) is the trained model as is; "
-  "bfloat16 (CPUs with AVX512_BF16/AMX, GPUs) and float16 (GPUs) fold the batch norms and "
-  "run the convolutions in that type, outputs stay float32 (see BENCHMARKS.md for parity).",
-)
+DEFINE_export_speed_flags(batch_signature=False)
 
 
 def main(argv):

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from absl import app, flags
 
-from delf.cli_flags import DEFINE_integral
+from delf.cli_flags import DEFINE_export_speed_flags, DEFINE_integral
 
 FLAGS = flags.FLAGS
 
@@ -42,20 +42,7 @@ DEFINE_integral(
   "local_feature_map_channels", 1024, "Block3 channels reconstructed by the autoencoder."
 )
 
-flags.DEFINE_enum(
-  "precision",
-  "float32",
-  ["float32", "bfloat16", "float16"],
-  "Compute type of the exported network. float32 (default) is the trained model as is; "
-  "bfloat16 (CPUs with AVX512_BF16/AMX, GPUs) and float16 (GPUs) fold the batch norms and "
-  "run the convolutions in that type, outputs stay float32 (see BENCHMARKS.md for parity).",
-)
-flags.DEFINE_boolean(
-  "batch_signature",
-  False,
-  "Also export the 'serving_batch' signature, which extract_features.py --batch_size uses "
-  "to run several same-size images per model call (doubles the export time).",
-)
+DEFINE_export_speed_flags(batch_signature=True)
 
 
 def main(argv):
