@@ -366,25 +366,31 @@ def section_extract(args, table, work, ref_env):
     ("bfloat16", ours_models["bfloat16"], ()),
     ("bfloat16, --batch_size=4", ours_models["bfloat16"], ("--batch_size=4",)),
   ]
-  for label, model, extra in variants:
-    config = _config(work / f"config_{next(counter)}.pbtxt", model)
-    ours, ref = alternate(
-      args.repeats,
-      lambda config=config, extra=extra: per_image(
+  configs = [_config(work / f"config_{i}.pbtxt", model) for i, (_, model, _) in enumerate(variants)]
+  ours = {label: [] for label, _, _ in variants}
+  ref = []
+  # Each round: the reference, then our three variants (reversed order on odd rounds).
+  for round_index in range(args.repeats):
+    jobs = [(None, lambda: per_image(
+      ref_env["PY"], f"{ref_env['REF_DELF']}/examples/extract_features.py", ref_config, ref_env
+    ))]  # fmt: skip
+    for (label, _, extra), config in zip(variants, configs):
+      jobs.append((label, lambda config=config, extra=extra: per_image(
         OURS_PY, "scripts/extract_features.py", config, our_env(), extra
-      ),
-      lambda: per_image(
-        ref_env["PY"], f"{ref_env['REF_DELF']}/examples/extract_features.py", ref_config, ref_env
-      ),
-    )
+      )))  # fmt: skip
+    if round_index % 2:
+      jobs.reverse()
+    for label, job in jobs:
+      (ref if label is None else ours[label]).append(job())
+  for label, _, _ in variants:
     table.add(
       f"DELF 7-scale extraction 640x480, 1000 features, ours {label} (reference float32)",
       "s/image",
-      [s for s, _ in ours],
+      [s for s, _ in ours[label]],
       [s for s, _ in ref],
-      [m for _, m in ours],
+      [m for _, m in ours[label]],
       [m for _, m in ref],
-      f"{args.repeats} pairs, {len(paths)} vs 1 images",
+      f"{args.repeats} rounds, {len(paths)} vs 1 images",
     )
 
 
