@@ -308,7 +308,9 @@ def _reference_export(work: pathlib.Path, ref_env: dict) -> pathlib.Path:
   command = _train_command(
     ref_env["PY"], f"{ref_env['REF']}/train_n.py", data, logdir, 1, False, 8, False
   )
-  timed([*command, "--nouse_autoencoder"], env, log=str(logdir) + ".log")
+  # Trained with the autoencoder (the reference's training crashes without it), exported
+  # without (its autoencoder local export is broken, KB-29): 1024-D block3 descriptors.
+  timed(command, env, log=str(logdir) + ".log")
   timed(
     [
       ref_env["PY"],
