@@ -80,7 +80,8 @@ def run_one(args) -> dict:
     batch_size=args.batch_size,
     image_size=args.size,
     max_iters=args.steps,
-    num_classes=20,
+    num_classes=args.num_classes,
+    fused_updates=not args.unfused,
     delg_global_features=MODELS[args.model],
     jit_compile=args.jit == "on",
     mixed_precision=args.mixed_precision,
@@ -105,6 +106,10 @@ def main() -> None:
   parser.add_argument("--mixed_precision", default="none", choices=["none", "bf16", "fp16"])
   parser.add_argument("--steps", type=int, default=20)
   parser.add_argument("--batch_size", type=int, default=8)
+  parser.add_argument("--num_classes", type=int, default=20)
+  parser.add_argument(
+    "--unfused", action="store_true", help="Keras SGD + tf.clip_by_global_norm (the old path)"
+  )
   parser.add_argument("--single", action="store_true", help=argparse.SUPPRESS)
   parser.add_argument("--model", default="delf", help=argparse.SUPPRESS)
   parser.add_argument("--size", type=int, default=64, help=argparse.SUPPRESS)
@@ -129,7 +134,8 @@ def main() -> None:
             sys.executable, "-m", "bench.train_throughput", "--single", f"--model={model}",
             f"--size={size}", f"--jit={jit}", f"--data={data}", f"--workdir={workdir}",
             f"--steps={args.steps}", f"--batch_size={args.batch_size}",
-            f"--mixed_precision={args.mixed_precision}",
+            f"--mixed_precision={args.mixed_precision}", f"--num_classes={args.num_classes}",
+            *(["--unfused"] if args.unfused else []),
           ]  # fmt: skip
           proc = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True

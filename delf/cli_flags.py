@@ -62,3 +62,32 @@ def DEFINE_integral(
     serializer=flags.ArgumentSerializer(),
     **kwargs,
   )
+
+
+def _caller_module_name() -> str | None:
+  module_name = sys._getframe(2).f_globals.get("__name__")
+  return sys.argv[0] if module_name == "__main__" else module_name
+
+
+def DEFINE_export_speed_flags(batch_signature: bool = True) -> None:
+  """``--precision`` (and ``--batch_signature``) of the export scripts (issue 12)."""
+  from delf.export.precision import PRECISIONS
+
+  module_name = _caller_module_name()
+  flags.DEFINE_enum(
+    "precision",
+    "float32",
+    list(PRECISIONS),
+    "Compute type of the exported network. float32 (default) is the trained model as is; "
+    "bfloat16 (CPUs with AVX512_BF16/AMX, GPUs) and float16 (GPUs) fold the batch norms and "
+    "run the convolutions in that type, outputs stay float32 (see BENCHMARKS.md for parity).",
+    module_name=module_name,
+  )
+  if batch_signature:
+    flags.DEFINE_boolean(
+      "batch_signature",
+      False,
+      "Also export the 'serving_batch' signature, which extract_features.py --batch_size "
+      "uses to run several same-size images per model call (doubles the export time).",
+      module_name=module_name,
+    )

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 from absl import app, flags
 
+from delf.cli_flags import DEFINE_export_speed_flags
+
 FLAGS = flags.FLAGS
 
 flags.DEFINE_string(
@@ -61,6 +63,8 @@ flags.DEFINE_integer(
   "delg_embedding_layer_dim", 2048, "Size of the DELG embedding layer; as in training."
 )
 
+DEFINE_export_speed_flags(batch_signature=False)
+
 
 def main(argv):
   if len(argv) > 1:
@@ -86,6 +90,7 @@ def main(argv):
     delg_global_features=FLAGS.delg_global_features,
     delg_gem_power=FLAGS.delg_gem_power,
     delg_embedding_layer_dim=FLAGS.delg_embedding_layer_dim,
+    precision=FLAGS.precision,
   )
   try:
     exporter.export(config)

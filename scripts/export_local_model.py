@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from absl import app, flags
 
-from delf.cli_flags import DEFINE_integral
+from delf.cli_flags import DEFINE_export_speed_flags, DEFINE_integral
 
 FLAGS = flags.FLAGS
 
@@ -42,6 +42,8 @@ DEFINE_integral(
   "local_feature_map_channels", 1024, "Block3 channels reconstructed by the autoencoder."
 )
 
+DEFINE_export_speed_flags(batch_signature=True)
+
 
 def main(argv):
   if len(argv) > 1:
@@ -58,6 +60,8 @@ def main(argv):
     use_autoencoder=FLAGS.use_autoencoder,
     autoencoder_dimensions=FLAGS.autoencoder_dimensions,
     local_feature_map_channels=FLAGS.local_feature_map_channels,
+    precision=FLAGS.precision,
+    batch_signature=FLAGS.batch_signature,
   )
   try:
     exporter.export(config)

@@ -52,6 +52,14 @@ _SKIP_EXISTING = flags.DEFINE_boolean(
   "Skip images whose .delf file already exists (printing `Skipping <path>`); "
   "--noskip_existing recomputes them.",
 )
+_BATCH_SIZE = flags.DEFINE_integer(
+  "batch_size",
+  1,
+  "Run up to this many consecutive images of the same resized size per model call "
+  "(e.g. with a fixed max_image_size); needs an export made with --batch_signature. "
+  "Outputs are those of one image at a time.",
+  lower_bound=1,
+)
 
 
 _OUTPUT_STORE = flags.DEFINE_string(
@@ -87,6 +95,7 @@ def main(argv):
     output_store=_OUTPUT_STORE.value,
     store_dtype=_STORE_DTYPE.value,
     store_images_per_file=_STORE_IMAGES_PER_FILE.value,
+    batch_size=_BATCH_SIZE.value,
   )
   return extract_features.extract_features(config)
 

@@ -11,6 +11,7 @@ import dataclasses
 
 from delf.export.global_features import validate_pool_type
 from delf.export.nms import validate_iou_threshold
+from delf.export.precision import PRECISIONS
 
 DEFAULT_CKPT_PATH = "/tmp/delf/delf_weights"
 """What training writes by default (``<logdir>/delf_weights`` with logdir ``/tmp/delf``)."""
@@ -27,6 +28,8 @@ class LocalExportConfig:
   use_autoencoder: bool = True
   autoencoder_dimensions: int = 128
   local_feature_map_channels: int = 1024
+  precision: str = "float32"
+  batch_signature: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +44,7 @@ class GlobalExportConfig:
   delg_global_features: bool = False
   delg_gem_power: float = 3.0
   delg_embedding_layer_dim: int = 2048
+  precision: str = "float32"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +61,8 @@ class LocalAndGlobalExportConfig:
   use_autoencoder: bool = True
   autoencoder_dimensions: int = 128
   local_feature_map_channels: int = 1024
+  precision: str = "float32"
+  batch_signature: bool = False
 
 
 ExportConfig = LocalExportConfig | GlobalExportConfig | LocalAndGlobalExportConfig
@@ -64,6 +70,8 @@ ExportConfig = LocalExportConfig | GlobalExportConfig | LocalAndGlobalExportConf
 
 def check_flag_values(config: ExportConfig) -> None:
   """Rejects bad flag values before the (slow) model build."""
+  if config.precision not in PRECISIONS:
+    raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {config.precision!r}")
   if isinstance(config, GlobalExportConfig):
     validate_pool_type(config.multi_scale_pool_type)
     if config.input_scales_list is not None and not config.input_scales_list:

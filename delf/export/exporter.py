@@ -149,6 +149,17 @@ def _make_module(config: ExportConfig, model) -> tuple[tf.Module, object]:
   return module, module.ExtractFeatures
 
 
+def reduced_precision_model(model, precision: str):
+  """The export model computing in ``precision`` (batch norms folded); says if bf16 is slow here."""
+  from delf.export.folded import FoldedInferenceModel
+  from delf.export.precision import bf16_support
+
+  if precision == "bfloat16":
+    native, reason = bf16_support()
+    print(f"{'' if native else 'Warning: '}bfloat16 export: {reason}", flush=True)
+  return FoldedInferenceModel(model, precision)
+
+
 def _spec_dict(specs: dict) -> dict:
   return {
     key: {"dtype": spec.dtype.name, "shape": spec.shape.as_list()}
@@ -179,6 +190,8 @@ def export_config_dict(config: ExportConfig, model, signature) -> dict:
     },
     "tensorflow_version": tf.__version__,
   }
+  if config.precision != "float32":
+    description["precision"] = config.precision
   if not isinstance(config, GlobalExportConfig):
     description["local"] = {
       "descriptor_dim": int(model.local_descriptor_dim),
@@ -238,8 +251,14 @@ def export(config: ExportConfig) -> str:
   print(f"Checkpoint loaded from {config.ckpt_path}")
   for difference in behaviour_mismatches(config, training) if training else ():
     print(f"Warning: {difference} in {MODEL_CONFIG_FILENAME}; exporting as the flags say")
-  module, served = _make_module(config, model)
+  served_model = model
+  if config.precision != "float32":
+    served_model = reduced_precision_model(model, config.precision)
+  module, served = _make_module(config, served_model)
   signature = served.get_concrete_function()
+  signatures = {"serving_default": signature}
+  if getattr(config, "batch_signature", False):
+    signatures[modules.BATCH_SIGNATURE] = module.ExtractFeaturesBatch.get_concrete_function()
 
   parent = os.path.dirname(export_path)
   os.makedirs(parent, exist_ok=True)
@@ -248,7 +267,7 @@ def export(config: ExportConfig) -> str:
     # mkdtemp makes a 0700 folder; the export gets what os.makedirs would give it.
     os.chmod(staging, 0o777 & ~atomic_io.current_umask())
     with _quiet_tensorflow_info():
-      tf.saved_model.save(module, staging, signatures={"serving_default": signature})
+      tf.saved_model.save(module, staging, signatures=signatures)
     with open(os.path.join(staging, EXPORT_CONFIG_FILENAME), "w") as f:
       json.dump(export_config_dict(config, model, signature), f, indent=2)
       f.write("\n")

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import tensorflow as tf
 
+from delf.export.batched import ExtractLocalFeaturesBatch
 from delf.export.global_features import ExtractGlobalFeatures, validate_pool_type
 from delf.export.local_and_global import ExtractLocalAndGlobalFeatures
 from delf.export.local_features import ExtractLocalFeatures
@@ -23,6 +24,13 @@ INPUT_SCALES = tf.TensorSpec([None], tf.float32, name="input_scales")
 INPUT_MAX_FEATURE_NUM = tf.TensorSpec([], tf.int32, name="input_max_feature_num")
 INPUT_ABS_THRES = tf.TensorSpec([], tf.float32, name="input_abs_thres")
 INPUT_GLOBAL_SCALES_IND = tf.TensorSpec([None], tf.int32, name="input_global_scales_ind")
+INPUT_IMAGES = tf.TensorSpec([None, None, None, 3], tf.uint8, name="input_images")
+
+BATCH_SIGNATURE = "serving_batch"
+"""Optional signature (export flag ``--batch_signature``): ``input_images`` uint8
+``[N, H, W, 3]`` of one size, the other inputs as ``serving_default``; outputs flat
+``boxes``/``features``/``scales``/``scores`` with ``num_features [N]`` rows per image
+(plus ``global_descriptors [N, S', D]`` for local+global exports)."""
 
 
 def _with_unknown_columns(descriptors: tf.Tensor) -> tf.Tensor:
@@ -72,6 +80,23 @@ class LocalFeatureModule(tf.Module):
         self._stride_factor,
       )
     )
+
+  @tf.function(input_signature=[INPUT_IMAGES, INPUT_SCALES, INPUT_MAX_FEATURE_NUM, INPUT_ABS_THRES])
+  def ExtractFeaturesBatch(
+    self, input_images, input_scales, input_max_feature_num, input_abs_thres
+  ):
+    *local, counts = ExtractLocalFeaturesBatch(
+      input_images,
+      input_scales,
+      input_max_feature_num,
+      input_abs_thres,
+      self._iou,
+      self._model_fn,
+      self._stride_factor,
+    )
+    outputs = _local_outputs(*local)
+    outputs["num_features"] = tf.identity(counts, name="num_features")
+    return outputs
 
 
 class GlobalFeatureModule(tf.Module):
@@ -173,4 +198,36 @@ class LocalAndGlobalFeatureModule(tf.Module):
     outputs["global_descriptors"] = tf.identity(
       _with_unknown_columns(global_descriptors), name="global_descriptors"
     )
+    return outputs
+
+  @tf.function(
+    input_signature=[
+      INPUT_IMAGES,
+      INPUT_SCALES,
+      INPUT_MAX_FEATURE_NUM,
+      INPUT_ABS_THRES,
+      INPUT_GLOBAL_SCALES_IND,
+    ]
+  )
+  def ExtractFeaturesBatch(
+    self,
+    input_images,
+    input_scales,
+    input_max_feature_num,
+    input_abs_thres,
+    input_global_scales_ind,
+  ):
+    *local, counts, global_descriptors = ExtractLocalFeaturesBatch(
+      input_images,
+      input_scales,
+      input_max_feature_num,
+      input_abs_thres,
+      self._iou,
+      self._model_fn,
+      self._stride_factor,
+      global_scales_ind=input_global_scales_ind,
+    )
+    outputs = _local_outputs(*local)
+    outputs["num_features"] = tf.identity(counts, name="num_features")
+    outputs["global_descriptors"] = tf.identity(global_descriptors, name="global_descriptors")
     return outputs

@@ -33,7 +33,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from delf import feature_io, feature_store
-from delf.extraction import config_io
+from delf.extraction import batching, config_io
 from delf.extraction.image_io import RgbLoader
 from delf.progress import ProgressReporter
 
@@ -57,6 +57,7 @@ class ExtractFeaturesConfig:
   output_store: str = ""
   store_dtype: str = "float32"
   store_images_per_file: int = feature_store.DEFAULT_IMAGES_PER_FILE
+  batch_size: int = 1
 
 
 def _error(message: str) -> None:
@@ -197,11 +198,19 @@ def extract_features(config: ExtractFeaturesConfig) -> int:
     _error(f"{config.config_path}: {e}")
     return 1
 
+  if config.batch_size > 1 and not extractor.supports_batches:
+    _error(
+      f"--batch_size={config.batch_size} needs an export with the batch signature: "
+      f"re-export {delf_config.model_path} with --batch_signature (or use --batch_size=1)"
+    )
+    return 1
+
   threshold = delf_config.delf_local_config.score_threshold
   progress = ProgressReporter("extract_features", total=len(todo), unit="images")
   failed: list[str] = []
   num_empty = 0
-  for path, future in _prefetched(extractor, todo):
+  prefetched = _prefetched(extractor, todo)
+  for path, future, batch_features in batching.batched(extractor, prefetched, config.batch_size):
     try:
       resized, scale_factors = future.result()
     except Exception as e:  # PIL/OS errors: report the image and go on (KB-41).
@@ -210,7 +219,9 @@ def extract_features(config: ExtractFeaturesConfig) -> int:
       progress.update()
       continue
     try:
-      features = extractor.extract_resized(resized, scale_factors, image_name=path)
+      features = batch_features or extractor.extract_resized(
+        resized, scale_factors, image_name=path
+      )
       local = features["local_features"]
       num_features = len(local["attention"])
       arrays = (local["locations"], local["scales"], local["descriptors"], local["attention"])

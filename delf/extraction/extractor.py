@@ -36,6 +36,7 @@ _MIN_WIDTH = 10
 
 _LOCAL_OUTPUTS = ("boxes", "features", "scales", "scores")
 _GLOBAL_OUTPUT = "global_descriptors"
+_BATCH_SIGNATURE = "serving_batch"  # delf.export.modules.BATCH_SIGNATURE (TF-free import here).
 
 
 class ExportFormatError(ValueError):
@@ -120,6 +121,7 @@ class Extractor:
       else None
     )
     self._run_model = self._make_model_function(model_path)
+    self._run_batch = self._make_batch_function()
 
   # ------------------------------------------------------------------ model calling
 
@@ -229,6 +231,36 @@ class Extractor:
 
     return run
 
+  def _make_batch_function(self):
+    """The export's optional batch signature (``--batch_signature``), or None."""
+    signatures = getattr(self._model, "signatures", None) or {}
+    batch = signatures.get(_BATCH_SIGNATURE) if _BATCH_SIGNATURE in signatures else None
+    if batch is None or not self.use_local:
+      return None
+    tf = self._tf
+    inputs, _ = _signature_io(batch)
+    constants = {
+      "input_scales": self._image_scales,
+      "input_abs_thres": self._score_threshold,
+      "input_max_feature_num": self._max_feature_num,
+    }
+    if "input_global_scales_ind" in inputs:
+      constants["input_global_scales_ind"] = self._global_scales_ind
+    wanted = [*_LOCAL_OUTPUTS, "num_features"]
+    if self.use_global:
+      wanted.append(_GLOBAL_OUTPUT)
+
+    def run(images: np.ndarray) -> list[np.ndarray]:
+      result = batch(input_images=tf.constant(images, dtype=tf.uint8), **constants)
+      return [result[name].numpy() for name in wanted]
+
+    return run
+
+  @property
+  def supports_batches(self) -> bool:
+    """Whether the export has the batch signature (``export_*_model.py --batch_signature``)."""
+    return self._run_batch is not None
+
   # ------------------------------------------------------------------ per image
 
   def prepare(self, image: np.ndarray, resize_factor: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
@@ -261,7 +293,41 @@ class Extractor:
       )
       return self._empty_result()
 
-    outputs = self._run_model(resized_image)
+    return self._postprocess(self._run_model(resized_image), scale_factors)
+
+  def extract_resized_batch(
+    self, resized_images: list[np.ndarray], scale_factors: list[np.ndarray]
+  ) -> list[dict]:
+    """`extract_resized` for images of one size in one model call per pyramid scale.
+
+    Gives each image what `extract_resized` gives it (same selection and order; values
+    equal up to float rounding). Needs an export with the batch signature.
+    """
+    if self._run_batch is None:
+      raise ExportFormatError(
+        f"{self.config.model_path} has no {_BATCH_SIGNATURE!r} signature: re-export it with "
+        "--batch_signature to extract several images per model call"
+      )
+    shapes = {image.shape for image in resized_images}
+    if len(shapes) != 1:
+      raise ValueError(f"a batch needs images of one size, got {sorted(shapes)}")
+    height, width = resized_images[0].shape[:2]
+    if height < _MIN_HEIGHT or width < _MIN_WIDTH:
+      return [self.extract_resized(image, f) for image, f in zip(resized_images, scale_factors)]
+    boxes, features, scales, scores, counts, *global_rows = self._run_batch(
+      np.stack(resized_images)
+    )
+    bounds = np.concatenate([[0], np.cumsum(counts)])
+    results = []
+    for i, factors in enumerate(scale_factors):
+      rows = slice(bounds[i], bounds[i + 1])
+      outputs = [boxes[rows], features[rows], scales[rows], scores[rows]]
+      if self.use_global:
+        outputs.append(global_rows[0][i])
+      results.append(self._postprocess(outputs, factors))
+    return results
+
+  def _postprocess(self, outputs: list[np.ndarray], scale_factors: np.ndarray) -> dict:
     result = {}
     if self.use_global:
       result["global_descriptor"] = postprocess.PostProcessGlobalDescriptors(

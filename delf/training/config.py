@@ -61,6 +61,9 @@ class TrainingConfig:
   eval_interval: int = EVAL_INTERVAL
   save_interval: int = SAVE_INTERVAL
   num_eval_batches: int | None = None
+  # Fused momentum-SGD kernel and clipping folded into it (delf.training.optimizer);
+  # False runs Keras's SGD and tf.clip_by_global_norm (the same mathematics, slower).
+  fused_updates: bool = True
 
   def __post_init__(self):
     def check(ok: bool, message: str) -> None:

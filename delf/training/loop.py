@@ -35,6 +35,7 @@ import tensorflow as tf
 from delf import atomic_io
 from delf.progress import format_duration
 from delf.training import checkpoints, distribution, losses, summaries
+from delf.training import optimizer as optimizer_lib
 from delf.training.config import CLIP_NORM, MOMENTUM, TrainingConfig
 from delf.training.distribution import make_strategy
 from delf.training.labels import label_error_message, resolve_num_classes
@@ -117,11 +118,18 @@ class _Trainer:
     self._make_datasets()
     with self.strategy.scope():
       self.model = build_model(config, self.num_classes)
-      optimizer = keras.optimizers.SGD(learning_rate=config.initial_lr, momentum=MOMENTUM)
+      sgd = optimizer_lib.FusedMomentumSGD if config.fused_updates else keras.optimizers.SGD
+      optimizer = sgd(learning_rate=config.initial_lr, momentum=MOMENTUM)
       if config.mixed_precision == "fp16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
       optimizer.build(self.model.trainable_variables)
       self.optimizer = optimizer
+    # One replica: the clipping factor rides in the fused update (no rescaling pass).
+    self._clip_fold = (
+      optimizer
+      if config.fused_updates and self.replicas == 1 and config.mixed_precision != "fp16"
+      else None
+    )
     self.checkpoint = tf.train.Checkpoint(
       model=self.model, optimizer=self.optimizer, train_iterator=self.train_iterator
     )
@@ -196,7 +204,7 @@ class _Trainer:
     if fp16:
       grads = [g / self.optimizer.dynamic_scale for g in grads]
     # Per replica, before the cross-replica sum in apply_gradients (KEEP, KB-21).
-    grads, _ = tf.clip_by_global_norm(grads, CLIP_NORM)
+    grads, _ = optimizer_lib.clip_by_global_norm(grads, CLIP_NORM, fold_into=self._clip_fold)
     metrics = {
       "desc_loss": desc_loss,
       "attn_loss": attn_loss,
