@@ -220,7 +220,10 @@ def test_written_reference_checkpoints_round_trip(tmp_path, model_class, autoenc
   assert sorted(contents.variables) == sorted(expected)
   for path, (value, _) in expected.items():
     np.testing.assert_array_equal(contents.read(path), value, err_msg=path)
-  prefix = rw.write_reference_training_checkpoint(model, str(tmp_path / "ckpt-99"), step=99)
+  directory = str(tmp_path / "delf_tf2-ckpt")
+  prefix = rw.write_reference_training_checkpoint(model, directory, step=99)
+  assert prefix == os.path.join(directory, "ckpt-99")
+  assert tf.train.latest_checkpoint(directory) == prefix  # what the reference resumes from
   source = inspect_weights(prefix)
   assert source.origin == "reference" and source.step == 99
   assert sorted(source.contents.paths("model/")) == sorted("model/" + p for p in expected)

@@ -222,18 +222,20 @@ def write_reference_weights(model, prefix: str, include_heads: bool = True) -> s
   return tf.train.Checkpoint(**vars_of(_mirror(model, include_heads))).write(prefix)
 
 
-def write_reference_training_checkpoint(model, prefix: str, step: int = 0) -> str:
-  """Writes ``model`` as a reference ``delf_tf2-ckpt/ckpt-N``: model + optimizer step.
+def write_reference_training_checkpoint(model, directory: str, step: int = 0) -> str:
+  """Writes ``model`` as a reference ``delf_tf2-ckpt/ckpt-<step>`` with its ``checkpoint`` file.
 
-  The reference's ``train.py`` resumes from it (its momentum starts at zero).
-  Returns the prefix.
+  The reference's ``train.py`` resumes from it when ``directory`` is its
+  ``<logdir>/delf_tf2-ckpt`` (the optimizer step is restored; its momentum starts
+  at zero). Returns the checkpoint prefix.
   """
   import tensorflow as tf
 
   optimizer = tf.Module()
   optimizer._iterations = tf.Variable(int(step), dtype=tf.int64, trainable=False)
-  os.makedirs(os.path.dirname(prefix) or ".", exist_ok=True)
-  return tf.train.Checkpoint(model=_mirror(model, True), optimizer=optimizer).write(prefix)
+  checkpoint = tf.train.Checkpoint(model=_mirror(model, True), optimizer=optimizer)
+  manager = tf.train.CheckpointManager(checkpoint, directory, max_to_keep=None)
+  return manager.save(checkpoint_number=int(step))
 
 
 def vars_of(module) -> dict[str, object]:
