@@ -1,6 +1,6 @@
 """Where model weights can come from, what a file holds, and loading it into our model.
 
-Three origins are recognised from the file itself (no flags needed):
+Two origins are recognised from the file itself (no flags needed):
 
 * ours: ``delf_weights``, ``delf_tf2-ckpt/ckpt-N`` or an export of this project;
 * the reference's: its ``delf_weights`` (Keras ``save_weights``), its
@@ -10,7 +10,7 @@ Three origins are recognised from the file itself (no flags needed):
 * anything else is refused with a line saying what was found.
 
 ``inspect_weights(path)`` reads only the checkpoint index and object graph and
-describes the model in it ("a reference-format checkpoint (delf_weights) of a
+describes the model in it ("a reference-format checkpoint (model weights) of a
 DELG model with autoencoder (128-d), 81313 classes"); ``load_weights`` fills a
 model from it, classifier heads only when their class count matches.
 """
