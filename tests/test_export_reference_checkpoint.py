@@ -166,3 +166,23 @@ def test_reference_checkpoint_with_a_missing_variable(tmp_path):
   message = str(raised.value.code)
   assert "holds a reference-format checkpoint (model weights) of a DELF" in message
   assert "1 missing (backbone/res4a/bn4a_branch2b/moving_mean)" in message
+
+
+def test_our_own_savedmodel_is_accepted_as_ckpt_path(tmp_path, delg_model):
+  """A SavedModel of ours (module attribute ``model``) loads like our checkpoints."""
+  module = tf.Module()
+  module.model = delg_model
+  tf.saved_model.save(module, str(tmp_path / "ours_export"))
+  source = reference_checkpoint.inspect_export_checkpoint(str(tmp_path / "ours_export"))
+  assert source.origin == "ours" and source.container == "saved_model"
+  assert not reference_checkpoint.uses_reference_loader(source)
+  config = exporter.GlobalExportConfig(
+    export_path="unused",
+    ckpt_path=str(tmp_path / "ours_export"),
+    delg_global_features=True,
+    delg_embedding_layer_dim=EMBEDDING_DIM,
+  )
+  model = exporter.build_export_model(config, source.model_config())
+  exporter.load_and_verify(model, source.prefix, config, None, global_only=True)
+  images = tf.random.stateless_uniform([1, 64, 80, 3], seed=[5, 6], minval=-1.0, maxval=1.0)
+  np.testing.assert_array_equal(model.global_call(images), delg_model.global_call(images))
