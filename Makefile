@@ -26,3 +26,11 @@ lint: setup
 
 test: lint
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The oracle suite against the runnable reference (../shared/reference), not part of
+# `make test`: sets the reference up in $(DELF_REFERENCE_DIR) (default
+# ~/.cache/delf/reference, outside the repository) and prints a table; skips where
+# ../shared/reference is absent.
+.PHONY: fidelity
+fidelity: setup
+	$(PY) -m fidelity

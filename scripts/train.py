@@ -78,6 +78,13 @@ _IMAGENET_CHECKPOINT = flags.DEFINE_string(
   "Keras ResNet50 ImageNet weights (resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5; "
   "an .h5 file, not a TF checkpoint), loaded into the backbone on a fresh start only.",
 )
+_INIT_FROM = flags.DEFINE_string(
+  "init_from",
+  None,
+  "Start a new run (step 0) from these weights: ours (logdir, delf_weights, "
+  "delf_tf2-ckpt/ckpt-N, export) or the reference's (delf_weights, ckpt-N, exported "
+  "SavedModel). Classifier heads with another class count are re-initialised.",
+)
 _ATTENTION_LOSS_WEIGHT = flags.DEFINE_float(
   "attention_loss_weight", 1.0, "Weight of the attention cross-entropy."
 )
@@ -166,6 +173,7 @@ def main(argv):
       block3_strides=_BLOCK3_STRIDES.value,
       use_augmentation=_USE_AUGMENTATION.value,
       imagenet_checkpoint=_IMAGENET_CHECKPOINT.value,
+      init_from=_INIT_FROM.value,
       attention_loss_weight=_ATTENTION_LOSS_WEIGHT.value,
       delg_global_features=_DELG_GLOBAL_FEATURES.value,
       delg_gem_power=_DELG_GEM_POWER.value,

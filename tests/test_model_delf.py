@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -117,7 +118,11 @@ def test_one_train_step_like_reference(model_class):
   optimizer.apply_gradients(zip(grads, model.trainable_variables))
   after = model.trainable_variables
   assert all(np.all(np.isfinite(v)) for v in after)
-  assert sum(not np.array_equal(b, a.numpy()) for b, a in zip(before, after)) == len(before)
+  unchanged = [a.path for b, a in zip(before, after) if np.array_equal(b, a.numpy())]
+  # Only the bias of a conv that feeds a batch norm may stay put: BN subtracts the batch
+  # mean, so its gradient is zero up to rounding (exactly zero with the fused kernel).
+  assert all(re.fullmatch(r".*/(conv1|res\d[a-z]_branch\w+)/bias", p) for p in unchanged)
+  assert len(unchanged) < len(before) // 10
 
 
 def test_get_config_round_trip_and_checkpoint(tmp_path):

@@ -21,7 +21,7 @@ import tensorflow as tf
 from absl import logging as absl_logging
 
 from delf import atomic_io
-from delf.export import modules
+from delf.export import modules, reference_checkpoint
 from delf.export.checkpoint_check import (
   MODEL_CONFIG_FILENAME,
   CheckpointMismatchError,
@@ -231,8 +231,12 @@ def export(config: ExportConfig) -> str:
   export_path = os.path.abspath(config.export_path)
   check_export_path(export_path)
   check_flag_values(config)
-  check_checkpoint(config.ckpt_path)
-  training = read_training_model_config(config.ckpt_path)
+  source = reference_checkpoint.inspect_export_checkpoint(config.ckpt_path)
+  from_reference = reference_checkpoint.uses_reference_loader(source)
+  if from_reference:
+    training = source.model_config()
+  else:
+    training = read_training_model_config(config.ckpt_path)
   try:
     model = build_export_model(config, training)
   except ValueError as e:
@@ -240,14 +244,13 @@ def export(config: ExportConfig) -> str:
     raise CheckpointMismatchError(
       mismatch_message(config.ckpt_path, [str(e)], config, training, missing=["autoencoder"])
     ) from None
-  load_and_verify(
-    model,
-    config.ckpt_path,
-    config,
-    training,
-    global_only=isinstance(config, GlobalExportConfig),
-    local_only=isinstance(config, LocalExportConfig),
-  )
+  global_only = isinstance(config, GlobalExportConfig)
+  local_only = isinstance(config, LocalExportConfig)
+  if from_reference:
+    reference_checkpoint.load_reference_and_verify(model, source, config, global_only, local_only)
+    print(f"Loaded {source.describe()}")
+  else:
+    load_and_verify(model, source.prefix, config, training, global_only, local_only)
   print(f"Checkpoint loaded from {config.ckpt_path}")
   for difference in behaviour_mismatches(config, training) if training else ():
     print(f"Warning: {difference} in {MODEL_CONFIG_FILENAME}; exporting as the flags say")

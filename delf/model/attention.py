@@ -10,6 +10,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from delf.model.batch_norm import BatchNormalization
+
 
 def attention_pool(targets: tf.Tensor, prob: tf.Tensor) -> tf.Tensor:
   """Per-location L2-normalised ``targets`` weighted by ``prob``, plain mean over H, W.
@@ -36,7 +38,7 @@ class AttentionModel(keras.layers.Layer):
     super().__init__(**kwargs)
     self.hidden_channels = int(hidden_channels)
     self.conv1 = keras.layers.Conv2D(self.hidden_channels, 1, padding="same", name="attn_conv1")
-    self.bn_conv1 = keras.layers.BatchNormalization(axis=3, name="bn_conv1")
+    self.bn_conv1 = BatchNormalization(axis=3, name="bn_conv1")
     self.conv2 = keras.layers.Conv2D(1, 1, padding="same", name="attn_conv2")
 
   def call(self, inputs, targets=None, training=False):

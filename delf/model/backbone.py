@@ -16,6 +16,7 @@ import keras
 import tensorflow as tf
 
 from delf.model import pooling as pooling_lib
+from delf.model.batch_norm import BatchNormalization
 
 RESNET50_BLOCK_COUNTS = (3, 4, 6, 3)
 _STAGE_FILTERS = ((64, 64, 256), (128, 128, 512), (256, 256, 1024), (512, 512, 2048))
@@ -59,14 +60,14 @@ class ResidualBlock(keras.layers.Layer):
     f1, f2, f3 = self.filters
     conv, bn = f"res{stage}{block}_branch", f"bn{stage}{block}_branch"
     self.conv2a = keras.layers.Conv2D(f1, 1, strides=self.strides, name=conv + "2a")
-    self.bn2a = keras.layers.BatchNormalization(name=bn + "2a")
+    self.bn2a = BatchNormalization(name=bn + "2a")
     self.conv2b = keras.layers.Conv2D(f2, 3, padding="same", name=conv + "2b")
-    self.bn2b = keras.layers.BatchNormalization(name=bn + "2b")
+    self.bn2b = BatchNormalization(name=bn + "2b")
     self.conv2c = keras.layers.Conv2D(f3, 1, name=conv + "2c")
-    self.bn2c = keras.layers.BatchNormalization(name=bn + "2c")
+    self.bn2c = BatchNormalization(name=bn + "2c")
     if self.conv_shortcut:
       self.conv1 = keras.layers.Conv2D(f3, 1, strides=self.strides, name=conv + "1")
-      self.bn1 = keras.layers.BatchNormalization(name=bn + "1")
+      self.bn1 = BatchNormalization(name=bn + "1")
 
   def weight_layers(self) -> list[keras.layers.Layer]:
     """The conv/BN layers in h5 order; each maps to one group of the ImageNet file."""
@@ -142,7 +143,7 @@ class ResNet50(keras.layers.Layer):
     self.conv1 = keras.layers.Conv2D(
       _scaled(64, width_factor), 7, strides=2, padding="same", name="conv1"
     )
-    self.bn_conv1 = keras.layers.BatchNormalization(name="bn_conv1")
+    self.bn_conv1 = BatchNormalization(name="bn_conv1")
     self.max_pool = keras.layers.MaxPooling2D(3, strides=2, padding="valid")
     # Block attribute names per stage (names, not layers: each block is tracked once).
     self._stage_names: list[tuple[str, ...]] = []

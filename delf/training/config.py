@@ -40,6 +40,7 @@ class TrainingConfig:
   block3_strides: bool = True
   use_augmentation: bool = True
   imagenet_checkpoint: str | None = None
+  init_from: str | None = None
   attention_loss_weight: float = 1.0
   delg_global_features: bool = False
   delg_gem_power: float = 3.0
@@ -84,6 +85,10 @@ class TrainingConfig:
     check(
       self.num_classes is None or self.num_classes >= 1,
       f"num_classes must be >= 1, got {self.num_classes}",
+    )
+    check(
+      not (self.init_from and self.imagenet_checkpoint),
+      "--init_from and --imagenet_checkpoint exclude each other (init_from loads the backbone too)",
     )
     for name in ("report_interval", "eval_interval", "save_interval"):
       check(getattr(self, name) >= 1, f"{name} must be >= 1")

@@ -302,7 +302,13 @@ class _Trainer:
         ) from None
       step = self._step()
       print(f"Resumed from {latest} at step {step} (data stream continues)", flush=True)
+      if self.config.init_from:
+        print(f"--init_from={self.config.init_from} ignored: the run resumes", flush=True)
       return step
+    if self.config.init_from:
+      from delf.training.init_from import initialize_from
+
+      initialize_from(self.model, self.config.init_from)
     if self.config.imagenet_checkpoint:
       from delf.model.imagenet_weights import load_imagenet_weights
 

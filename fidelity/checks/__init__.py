@@ -1,0 +1,1 @@
+"""One module per fidelity check; each ``run(ctx, ...)`` returns its table rows."""
