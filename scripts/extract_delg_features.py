@@ -17,8 +17,9 @@ non-zero if any failed.
 
 from __future__ import annotations
 
-from absl import app, flags
+from absl import flags
 
+from delf import cli_flags
 from delf.retrieval import delg_extraction
 
 _DELF_CONFIG_PATH = flags.DEFINE_string(
@@ -66,4 +67,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli_flags.run(main, tensorflow=True)

@@ -17,8 +17,9 @@ a JSON or a revisitop .pkl ground truth (see delf/retrieval/revisited.py).
 
 from __future__ import annotations
 
-from absl import app, flags
+from absl import flags
 
+from delf import cli_flags
 from delf.retrieval import retrieval
 
 _DATASET_FILE_PATH = flags.DEFINE_string(
@@ -87,4 +88,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli_flags.run(main)

@@ -139,6 +139,11 @@ _BLOCK_COUNTS = flags.DEFINE_list(
   ["3", "4", "6", "3"],
   "Residual blocks per ResNet stage (default ResNet-50; smaller for tests/experiments).",
 )
+flags.register_validator(
+  _BLOCK_COUNTS,
+  lambda counts: len(counts) == 4 and all(c.strip().isdigit() and int(c) >= 1 for c in counts),
+  message="must be 4 positive integers separated by commas, e.g. 3,4,6,3",
+)
 _WIDTH_FACTOR = flags.DEFINE_float(
   "backbone_width_factor",
   1.0,
@@ -192,4 +197,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli_flags.run(main, tensorflow=True)
