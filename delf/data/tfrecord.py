@@ -361,10 +361,11 @@ def count_records(path: str | os.PathLike) -> int:
 def find_damage(path: str | os.PathLike, offset: int | None = None) -> tuple[int, str] | None:
   """``(byte offset, description)`` of the first damaged record of ``path``, or None.
 
-  With ``offset`` (from TensorFlow's "corrupted record at N" message) only the
-  record framing up to that offset is walked and the data checksum is verified
-  for the record at ``offset`` alone: cheap enough to scan every shard of a run.
-  Without it every record's data checksum is verified.
+  With ``offset`` (from TensorFlow's "corrupted record at N" message: the record's
+  start, or its data's start 12 bytes later for a data checksum) only the record
+  framing up to that offset is walked and the data checksum is verified for the
+  record at ``offset`` alone: cheap enough to scan every shard of a run. Without it
+  every record's data checksum is verified. The returned offset is the record's start.
   """
   size = os.path.getsize(path)
   if offset is not None and offset >= size:
@@ -375,7 +376,8 @@ def find_damage(path: str | os.PathLike, offset: int | None = None) -> tuple[int
       if offset is not None and position > offset:
         return None
       start = position
-      problem, position = _record_problem(f, start, size, offset is None or start == offset)
+      check_data = offset is None or offset in (start, start + 12)
+      problem, position = _record_problem(f, start, size, check_data)
       if problem:
         return start, problem
   return None

@@ -22,9 +22,11 @@ EVAL_EXAMPLES = 50000
 class TrainingConfig:
   """Everything ``delf.training.loop.train`` needs; field names follow the train.py flags.
 
-  ``report_interval``, ``eval_interval``, ``save_interval`` and ``num_eval_batches``
-  are the reference's constants (not flags); ``num_eval_batches=None`` means
-  ``int(50000 / batch_size)``. ``block_counts``/``width_factor`` select a smaller
+  ``report_interval`` and ``num_eval_batches`` are the reference's constants (not
+  flags); ``eval_interval``, ``save_interval`` and ``num_eval_examples`` are flags
+  whose defaults are the reference's constants. ``num_eval_batches=None`` means
+  ``int(num_eval_examples / batch_size)``; validation never goes beyond one pass over
+  the validation split when its size is known. ``block_counts``/``width_factor`` select a smaller
   backbone (tests, experiments); the defaults give ResNet-50.
   """
 
@@ -61,6 +63,7 @@ class TrainingConfig:
   eval_interval: int = EVAL_INTERVAL
   save_interval: int = SAVE_INTERVAL
   num_eval_batches: int | None = None
+  num_eval_examples: int = EVAL_EXAMPLES
 
   def __post_init__(self):
     def check(ok: bool, message: str) -> None:
@@ -82,8 +85,8 @@ class TrainingConfig:
       self.num_classes is None or self.num_classes >= 1,
       f"num_classes must be >= 1, got {self.num_classes}",
     )
-    for name in ("report_interval", "eval_interval", "save_interval"):
-      check(getattr(self, name) >= 1, f"{name} must be >= 1")
+    for name in ("report_interval", "eval_interval", "save_interval", "num_eval_examples"):
+      check(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
     object.__setattr__(self, "block_counts", tuple(int(n) for n in self.block_counts))
 
   def resolved(self) -> TrainingConfig:
@@ -100,7 +103,7 @@ class TrainingConfig:
       )
     if config.num_eval_batches is None:
       config = dataclasses.replace(
-        config, num_eval_batches=max(1, int(EVAL_EXAMPLES / config.batch_size))
+        config, num_eval_batches=max(1, int(config.num_eval_examples / config.batch_size))
       )
     return config
 
