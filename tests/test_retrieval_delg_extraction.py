@@ -203,3 +203,19 @@ def test_script_flags_and_errors(benchmark, tmp_path):
   assert flags.FLAGS["dataset_file_path"].default == "/tmp/gnd_roxford5k.mat"
   assert flags.FLAGS["images_dir"].default == "/tmp/images"
   assert flags.FLAGS["output_features_dir"].default == "/tmp/features"
+
+
+def test_output_dir_that_is_a_file_is_one_line(benchmark):
+  """Issue 8 (11): no raw FileExistsError."""
+  root, gnd_path = benchmark
+  config = _config(root, gnd_path, "index")
+  (root / "features").mkdir()
+  target = root / "features" / "index"
+  target.write_text("a file")
+  with pytest.raises(
+    ValueError, match=r"^--output_features_dir=.*index is a file, not a directory$"
+  ):
+    delg_extraction.extract_delg_features(
+      config, delf_config=_delf_config(), extractor_fn=_StandInExtractor()
+    )
+  assert target.read_text() == "a file"

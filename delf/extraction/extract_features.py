@@ -17,6 +17,10 @@ Differences from the reference (all keep its outputs for valid input):
   resizes the next images while the model runs on the current one.
 * ``num_shards`` / ``shard_index`` split the list deterministically (image i goes
   to shard ``i % num_shards``) so several processes can share a list.
+* Skip-existing never keeps another config's outputs: the output folder records the
+  config and model (``extraction_config.json``, see ``output_config``); a different
+  one is refused unless ``--noskip_existing`` re-extracts. ``max_feature_num <= 0`` is
+  refused. A truncated image is still extracted (KB-46) but reported.
 """
 
 from __future__ import annotations
@@ -30,8 +34,8 @@ from collections.abc import Iterator
 import numpy as np
 
 from delf import feature_io
-from delf.extraction import config_io
-from delf.extraction.image_io import RgbLoader
+from delf.extraction import config_io, output_config
+from delf.extraction.image_io import RgbLoader, truncation
 from delf.progress import ProgressReporter
 
 DELG_SCRIPT = "scripts/extract_delg_features.py"
@@ -91,6 +95,9 @@ def duplicate_outputs(image_paths: list[str], output_dir: str) -> dict[int, str]
 
 
 def _load_and_prepare(extractor, path: str):
+  problem = truncation(path)
+  if problem:  # Still extracted, as the reference does (KB-46), but said.
+    print(f"Warning: {path}: {problem}", file=sys.stderr, flush=True)
   image = np.array(RgbLoader(path))
   return extractor.prepare(image)
 
@@ -125,6 +132,16 @@ def extract_features(config: ExtractFeaturesConfig) -> int:
       f"local features (.delf) only; for global descriptors use {DELG_SCRIPT}"
     )
     return 1
+  max_feature_num = delf_config.delf_local_config.max_feature_num
+  if max_feature_num <= 0:
+    _error(
+      f"{config.config_path}: delf_local_config.max_feature_num must be > 0, got "
+      f"{max_feature_num} (every .delf file would be empty)"
+    )
+    return 1
+  if os.path.exists(config.output_dir) and not os.path.isdir(config.output_dir):
+    _error(f"--output_dir={config.output_dir} is a file, not a directory")
+    return 1
   try:
     image_paths = read_image_list(config.list_images_path)
   except OSError as e:
@@ -146,18 +163,35 @@ def extract_features(config: ExtractFeaturesConfig) -> int:
     if i % config.num_shards == config.shard_index and i not in duplicates
   ]
   os.makedirs(config.output_dir, exist_ok=True)
+  record = output_config.record_for(delf_config)
+  try:
+    stale_before = output_config.prepare(config.output_dir, record, config.skip_existing)
+  except ValueError as e:  # ConfigChangedError: another config's files; or a bad record
+    _error(str(e))
+    return 1
+
+  def done_already(output: str) -> bool:
+    if not config.skip_existing or not os.path.exists(output):
+      return False
+    # After an interrupted --noskip_existing run, older files are the old config's.
+    return stale_before is None or os.path.getmtime(output) >= stale_before
 
   todo = []
   for path in image_paths:
-    if config.skip_existing and os.path.exists(output_path_for(path, config.output_dir)):
+    if done_already(output_path_for(path, config.output_dir)):
       print(f"Skipping {path}")
     else:
       todo.append(path)
   num_skipped = len(image_paths) - len(todo)
   print(f"Extracting features for {len(todo)} images ({num_skipped} already done)", flush=True)
   if not todo:
+    if not colliding and config.num_shards == 1:
+      output_config.finish(config.output_dir, record)
     return 1 if colliding else 0
 
+  from delf import tf_startup
+
+  tf_startup.import_tensorflow()  # quietly, unless --verbosity asks otherwise
   from delf.extraction import extractor as extractor_lib  # Imports TensorFlow.
 
   try:
@@ -207,7 +241,8 @@ def extract_features(config: ExtractFeaturesConfig) -> int:
         f"Warning: no local features for {path}: no attention score reached "
         f"score_threshold {threshold:g} in {config.config_path}{highest}. The threshold is "
         "on the model's raw attention scale (not a probability); lower it for this model "
-        "(scripts/calibrate_attention.py prints the model's score distribution).",
+        "(scripts/calibrate_attention.py prints the model's score distribution), then "
+        "rerun with --noskip_existing to replace the files written with this threshold.",
         file=sys.stderr,
       )
     progress.update()
@@ -220,4 +255,6 @@ def extract_features(config: ExtractFeaturesConfig) -> int:
     summary += f", {len(failed)} failed: {', '.join(failed[:10])}"
     summary += " ..." if len(failed) > 10 else ""
   print(summary, flush=True)
+  if not failed and config.num_shards == 1:
+    output_config.finish(config.output_dir, record)
   return 1 if failed else 0

@@ -138,6 +138,10 @@ def extract_delg_features(
   is_query = config.image_set == "query"
   image_list = query_list if is_query else index_list
   print(f"done! Found {len(image_list)} images", file=out)
+  if os.path.exists(config.output_features_dir) and not os.path.isdir(config.output_features_dir):
+    raise ValueError(
+      f"--output_features_dir={config.output_features_dir} is a file, not a directory"
+    )
   os.makedirs(config.output_features_dir, exist_ok=True)
 
   summary = ExtractionSummary(num_images=len(image_list))
