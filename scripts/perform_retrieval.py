@@ -61,6 +61,13 @@ _USE_RATIO_TEST = flags.DEFINE_boolean(
   "Optional, only used if --use_geometric_verification: use Lowe's ratio test instead of "
   "the distance bound for local descriptor matching.",
 )
+_ALLOW_MISSING_FEATURES = flags.DEFINE_boolean(
+  "allow_missing_features",
+  False,
+  "Rank images whose feature files are missing or malformed last (zero global descriptor, "
+  "0 inliers) instead of stopping with an error; metrics.txt then ends with '#' lines "
+  "saying how many.",
+)
 _OUTPUT_DIR = flags.DEFINE_string(
   "output_dir",
   "/tmp/retrieval",
@@ -80,6 +87,7 @@ def main(argv):
     ransac_residual_threshold=_RANSAC_RESIDUAL_THRESHOLD.value,
     use_ratio_test=_USE_RATIO_TEST.value,
     output_dir=_OUTPUT_DIR.value,
+    allow_missing_features=_ALLOW_MISSING_FEATURES.value,
   )
   try:
     retrieval.perform_retrieval(config)
