@@ -159,18 +159,16 @@ def full_csv_images(image_dir: str, csv_path: str) -> ImageList:
   on_disk = discover_images(image_dir)
   result = ImageList([], [], [], [], listed=len(labels), found=len(on_disk))
   name = os.path.basename(csv_path)
+  # One string per reason: with a partial download millions of ids have no file.
+  unlisted, no_file = f"not listed in {name}", f"listed in {name} but no file found"
   for image_id, path in on_disk.items():
     if image_id not in labels:
-      result.missing.append((image_id, f"not listed in {name}"))
+      result.missing.append((image_id, unlisted))
       continue
     result.paths.append(path)
     result.ids.append(image_id)
     result.labels.append(labels[image_id])
-  result.missing += [
-    (image_id, f"listed in {name} but no file found")
-    for image_id in labels
-    if image_id not in on_disk
-  ]
+  result.missing += [(image_id, no_file) for image_id in labels if image_id not in on_disk]
   return result
 
 
