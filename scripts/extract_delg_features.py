@@ -48,6 +48,14 @@ _OUTPUT_FEATURES_DIR = flags.DEFINE_string(
 )
 
 
+_SKIP_EXISTING = flags.DEFINE_boolean(
+  "skip_existing",
+  True,
+  "Skip images whose feature files exist and were made with the same config and model "
+  "(recorded in extraction_config.json); --noskip_existing extracts them again.",
+)
+
+
 def main(argv):
   if len(argv) > 1:
     raise RuntimeError("Too many command-line arguments.")
@@ -57,6 +65,7 @@ def main(argv):
     images_dir=_IMAGES_DIR.value,
     image_set=_IMAGE_SET.value,
     output_features_dir=_OUTPUT_FEATURES_DIR.value,
+    skip_existing=_SKIP_EXISTING.value,
   )
   try:
     summary = delg_extraction.extract_delg_features(config)

@@ -17,7 +17,10 @@ Differences from the reference (KB-41): an image that cannot be read is
 reported in one line and skipped, the run goes on, a summary is printed at the
 end and the caller exits with a non-zero status; outputs are written
 atomically. KB-39: an empty global descriptor (image under 10 px) is written as
-the reference does, with a warning naming the image.
+the reference does, with a warning naming the image. Issue 8: the output folder
+records the config and model (``extraction_config.json``, as ``extract_features``
+does), so skipping existing files never keeps another config's features; a changed
+config is refused unless ``skip_existing`` is off.
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ class DelgExtractionConfig:
   images_dir: str = "/tmp/images"
   image_set: str = "query"
   output_features_dir: str = "/tmp/features"
+  skip_existing: bool = True
 
 
 @dataclasses.dataclass
@@ -143,6 +147,15 @@ def extract_delg_features(
       f"--output_features_dir={config.output_features_dir} is a file, not a directory"
     )
   os.makedirs(config.output_features_dir, exist_ok=True)
+  from delf.extraction import output_config
+
+  record = output_config.record_for(delf_config)
+  stale_before = output_config.prepare(config.output_features_dir, record, config.skip_existing)
+
+  def done_already(path: str) -> bool:
+    if not config.skip_existing or not os.path.exists(path):
+      return False
+    return stale_before is None or os.path.getmtime(path) >= stale_before
 
   summary = ExtractionSummary(num_images=len(image_list))
   progress = ProgressReporter(
@@ -155,8 +168,8 @@ def extract_delg_features(
   for i, name in enumerate(image_list):
     global_path = os.path.join(config.output_features_dir, name + GLOBAL_FEATURE_EXTENSION)
     local_path = os.path.join(config.output_features_dir, name + LOCAL_FEATURE_EXTENSION)
-    if (not want_global or os.path.exists(global_path)) and (
-      not want_local or os.path.exists(local_path)
+    if (not want_global or done_already(global_path)) and (
+      not want_local or done_already(local_path)
     ):
       summary.num_skipped += 1
       progress.update()
@@ -183,7 +196,7 @@ def extract_delg_features(
       if descriptor.size == 0:
         print(
           f"WARNING: {image_path}: empty global descriptor (image too small); "
-          "perform_retrieval will use a zero vector (KB-39)",
+          "perform_retrieval stops on it unless --allow_missing_features (KB-39)",
           file=out,
         )
         summary.empty_global.append(image_path)
@@ -200,6 +213,8 @@ def extract_delg_features(
     summary.num_extracted += 1
     progress.update()
   progress.done()
+  if not summary.failed:
+    output_config.finish(config.output_features_dir, record)
   print(
     f"Extracted {summary.num_extracted}, skipped {summary.num_skipped} (already done), "
     f"failed {len(summary.failed)} of {summary.num_images} {config.image_set} images",
