@@ -17,7 +17,7 @@ PY="${PYTHON:-python}"
 TRAIN_STEPS="${DEMO_TRAIN_STEPS:-400}"
 IMAGE_SIZE="${DEMO_IMAGE_SIZE:-64}"
 mkdir -p "$OUT"
-export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
+# TensorFlow's start-up lines are hidden by the scripts themselves (pass --verbosity=0 to see them).
 
 step() { printf '\n=== %s\n' "$*"; }
 

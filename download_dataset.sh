@@ -14,7 +14,10 @@
 # downloaded again (GLDV2_RETRIES attempts in all) and never unpacked; at the end every file
 # that still failed is listed and the exit status is 1. Re-running skips CSVs already present
 # and tars already verified and extracted (marker files under gldv2_dataset/<split>/.verified/),
-# so only missing or failed files are fetched.
+# so only missing or failed files are fetched. Before fetching anything the base URL is probed
+# once: an unreachable host (refused connection, unknown name, no route, timeout) stops the
+# script at once with exit status 1 instead of retrying every file; MD5 mismatches and errors
+# of single files are still retried.
 #
 # Environment:
 #   GLDV2_BASE_URL      default https://s3.amazonaws.com/google-landmark
@@ -22,6 +25,7 @@
 #   GLDV2_RETRIES       attempts per file, default 3
 #   GLDV2_RETRY_DELAY   seconds between attempts, default 5
 #   GLDV2_PARALLEL      simultaneous tar downloads, default 6
+#   GLDV2_CONNECT_TIMEOUT  seconds to wait for a connection, default 20
 
 set -uo pipefail
 
@@ -31,6 +35,7 @@ OUTPUT_DIR="${GLDV2_OUTPUT_DIR:-gldv2_dataset}"
 RETRIES="${GLDV2_RETRIES:-3}"
 RETRY_DELAY="${GLDV2_RETRY_DELAY:-5}"
 PARALLEL="${GLDV2_PARALLEL:-6}"
+CONNECT_TIMEOUT="${GLDV2_CONNECT_TIMEOUT:-20}"
 
 usage() {
   echo "Usage: bash $0 NUM_TRAIN_TARS(0-500) NUM_INDEX_TARS(0-100) NUM_TEST_TARS(0-20)" >&2
@@ -53,9 +58,22 @@ NUM_INDEX=$((10#$2))
 NUM_TEST=$((10#$3))
 
 if command -v curl >/dev/null 2>&1; then
-  fetch() { curl --fail --silent --show-error --location --retry 0 -o "$2" "$1"; }
+  fetch() {
+    curl --fail --silent --show-error --location --retry 0 --connect-timeout "${CONNECT_TIMEOUT}" \
+      -o "$2" "$1"
+  }
+  # Exit status 0 if the host answers at all (any HTTP status), non-zero if it cannot be reached.
+  probe() {
+    curl --silent --show-error --head --connect-timeout "${CONNECT_TIMEOUT}" \
+      --max-time $(( CONNECT_TIMEOUT * 3 )) -o /dev/null "$1"
+  }
 elif command -v wget >/dev/null 2>&1; then
-  fetch() { wget --quiet -O "$2" "$1"; }
+  fetch() { wget --quiet --timeout="${CONNECT_TIMEOUT}" -O "$2" "$1"; }
+  probe() {  # wget: 4 = network failure, 5 = TLS failure; 8 = an HTTP error (host reachable)
+    local status=0
+    wget --quiet --spider --tries=1 --timeout="${CONNECT_TIMEOUT}" "$1" || status=$?
+    [[ ${status} -ne 4 && ${status} -ne 5 ]]
+  }
 else
   echo "error: neither curl nor wget is installed" >&2
   exit 2
@@ -179,6 +197,37 @@ download_split() {  # split num_tars csv...
   done
   wait
 }
+
+# True if some requested file is not there yet (then the network is needed).
+needs_download() {
+  local split num_tars name i
+  for split in train test index; do
+    case "${split}" in
+      train) num_tars=${NUM_TRAIN}
+        set -- train.csv train_clean.csv train_attribution.csv train_label_to_category.csv ;;
+      test) num_tars=${NUM_TEST}
+        set -- test.csv ground_truth/recognition_solution_v2.1.csv \
+          ground_truth/retrieval_solution_v2.1.csv ;;
+      index) num_tars=${NUM_INDEX}
+        set -- index.csv index_image_to_landmark.csv index_label_to_category.csv ;;
+    esac
+    for name in "$@"; do
+      [[ -s "${OUTPUT_DIR}/${split}/${name}" ]] || return 0
+    done
+    for (( i = 0; i < num_tars; i++ )); do
+      [[ -f "${OUTPUT_DIR}/${split}/.verified/images_$(printf '%03d' "${i}").tar.ok" ]] || return 0
+    done
+  done
+  return 1
+}
+
+if needs_download; then
+  if ! probe_error="$(probe "${BASE_URL}/" 2>&1)"; then
+    echo "error: cannot reach ${BASE_URL}/ (${probe_error:-no answer}); nothing was downloaded." >&2
+    echo "Check the network connection, or set GLDV2_BASE_URL to a reachable mirror." >&2
+    exit 1
+  fi
+fi
 
 download_split train "${NUM_TRAIN}" \
   "metadata/train.csv|train.csv" \

@@ -6,7 +6,9 @@ functions themselves.
 
 from __future__ import annotations
 
+import os
 import sys
+from collections.abc import Callable, Sequence
 
 from absl import flags
 
@@ -80,7 +82,7 @@ def DEFINE_export_speed_flags(batch_signature: bool = True) -> None:
     list(PRECISIONS),
     "Compute type of the exported network. float32 (default) is the trained model as is; "
     "bfloat16 (CPUs with AVX512_BF16/AMX, GPUs) and float16 (GPUs) fold the batch norms and "
-    "run the convolutions in that type, outputs stay float32 (see BENCHMARKS.md for parity).",
+    "run the convolutions in that type, outputs stay float32 (parity: see the benchmarks).",
     module_name=module_name,
   )
   if batch_signature:
@@ -91,3 +93,49 @@ def DEFINE_export_speed_flags(batch_signature: bool = True) -> None:
       "uses to run several same-size images per model call (doubles the export time).",
       module_name=module_name,
     )
+
+
+_HELP_FLAGS = ("help", "helpshort", "helpfull", "helpxml", "?")
+
+
+def _help_requested(argv: Sequence[str]) -> bool:
+  for arg in argv[1:]:
+    if arg == "--":
+      return False
+    name = arg.lstrip("-").split("=", 1)[0]
+    if arg.startswith("-") and name in _HELP_FLAGS:
+      return True
+  return False
+
+
+def run(main: Callable[[list[str]], int | None], tensorflow: bool = False) -> None:
+  """``absl.app.run(main)``, except that ``--help`` exits with status 0, not 1.
+
+  absl prints the usage for ``--help`` and exits with 1, which breaks shell
+  pipelines and ``--help`` checks; asking for help is not a failure. TensorFlow's
+  start-up lines are hidden unless ``--verbosity`` asks for them (``tf_startup``);
+  with ``tensorflow=True`` TensorFlow is imported (quietly) before ``main`` runs.
+  """
+  from absl import app
+
+  from delf import tf_startup
+
+  help_requested = _help_requested(sys.argv)
+
+  def main_with_tf_startup(argv):
+    tf_startup.configure_from_flags()
+    if tensorflow:
+      tf_startup.import_tensorflow()
+    return main(argv)
+
+  try:
+    app.run(main_with_tf_startup)
+  except SystemExit as e:
+    if help_requested and e.code == 1:
+      name = os.path.splitext(os.path.basename(sys.argv[0]))[0] or "<name>"
+      print(
+        f"\nRun as `python scripts/{name}.py` from any folder, or `python -m scripts.{name}` "
+        "from the repository root (the folder that holds scripts/)."
+      )
+      raise SystemExit(0) from None
+    raise

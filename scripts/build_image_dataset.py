@@ -22,6 +22,7 @@ import sys
 
 from absl import app, flags
 
+from delf import cli_flags
 from delf.data import build
 
 _TRAIN_DIRECTORY = flags.DEFINE_string(
@@ -98,4 +99,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli_flags.run(main)

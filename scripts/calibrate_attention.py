@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from absl import app, flags
 
+from delf import cli_flags
 from delf.extraction import attention_calibration
 
 _CONFIG_PATH = flags.DEFINE_string(
@@ -44,4 +45,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli_flags.run(main, tensorflow=True)

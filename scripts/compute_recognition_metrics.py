@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from absl import app, flags
 
+from delf import cli_flags
 from delf.retrieval import gldv2_report
 
 _PREDICTIONS_PATH = flags.DEFINE_string(
@@ -41,4 +42,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli_flags.run(main)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from absl import app, flags
 
-from delf import feature_conversion, feature_store
+from delf import cli_flags, feature_conversion, feature_store
 
 _INPUT_DIR = flags.DEFINE_string("input_dir", "", "Folder of per-image feature files to store.")
 _OUTPUT_STORE = flags.DEFINE_string(
@@ -72,4 +72,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli_flags.run(main)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from absl import app, flags
 
-from delf import feature_dump
+from delf import cli_flags, feature_dump
 
 _INPUT_PATH = flags.DEFINE_string(
   "input_path", None, "Feature file: .delf / .delg_local (local) or .delg_global / .datum."
@@ -39,4 +39,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli_flags.run(main)

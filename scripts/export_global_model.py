@@ -1,4 +1,4 @@
-r"""Exports a trained DELF/DELG checkpoint as a global-descriptor SavedModel (training.md §7.7).
+r"""Exports a trained DELF/DELG checkpoint as a global-descriptor SavedModel.
 
 Usage:
   python scripts/export_global_model.py \
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from absl import app, flags
 
+from delf import cli_flags
 from delf.cli_flags import DEFINE_export_speed_flags
 
 FLAGS = flags.FLAGS
@@ -99,4 +100,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli_flags.run(main, tensorflow=True)

@@ -1,4 +1,4 @@
-r"""Exports a trained DELG (or DELF) checkpoint as a local + global SavedModel (training.md §7.8).
+r"""Exports a trained DELG (or DELF) checkpoint as a local + global SavedModel.
 
 Usage:
   python scripts/export_local_and_global_model.py \
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from absl import app, flags
 
+from delf import cli_flags
 from delf.cli_flags import DEFINE_export_speed_flags, DEFINE_integral
 
 FLAGS = flags.FLAGS
@@ -81,4 +82,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli_flags.run(main, tensorflow=True)

@@ -1,4 +1,4 @@
-r"""Exports a trained DELF checkpoint as a local-feature SavedModel (training.md §7.6).
+r"""Exports a trained DELF checkpoint as a local-feature SavedModel.
 
 Usage:
   python scripts/export_local_model.py \
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from absl import app, flags
 
+from delf import cli_flags
 from delf.cli_flags import DEFINE_export_speed_flags, DEFINE_integral
 
 FLAGS = flags.FLAGS
@@ -70,4 +71,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli_flags.run(main, tensorflow=True)

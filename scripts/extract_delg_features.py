@@ -23,9 +23,9 @@ a GLDv2 split; ids = file names) instead of --dataset_file_path.
 
 from __future__ import annotations
 
-from absl import app, flags
+from absl import flags
 
-from delf import feature_store
+from delf import cli_flags, feature_store
 from delf.retrieval import delg_extraction
 
 _DELF_CONFIG_PATH = flags.DEFINE_string(
@@ -87,6 +87,12 @@ _LIST_IMAGES_PATH = flags.DEFINE_string(
   "Optional text file of image paths, one per line, used instead of --dataset_file_path "
   "(ids = file names without extension; no query cropping).",
 )
+_SKIP_EXISTING = flags.DEFINE_boolean(
+  "skip_existing",
+  True,
+  "Skip images whose feature files exist and were made with the same config and model "
+  "(recorded in extraction_config.json); --noskip_existing extracts them again.",
+)
 
 
 def main(argv):
@@ -104,6 +110,7 @@ def main(argv):
     num_shards=_NUM_SHARDS.value,
     shard_index=_SHARD_INDEX.value,
     list_images_path=_LIST_IMAGES_PATH.value,
+    skip_existing=_SKIP_EXISTING.value,
   )
   try:
     summary = delg_extraction.extract_delg_features(config)
@@ -114,4 +121,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli_flags.run(main, tensorflow=True)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from absl import app, flags
 
-from delf import feature_store
+from delf import cli_flags, feature_store
 from delf.extraction import extract_features
 
 _CONFIG_PATH = flags.DEFINE_string(
@@ -101,4 +101,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli_flags.run(main)

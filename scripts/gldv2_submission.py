@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from absl import app, flags
 
+from delf import cli_flags
 from delf.retrieval import gldv2_tasks, index_jobs, rerank_parallel
 
 _TASK = flags.DEFINE_enum("task", "retrieval", ["retrieval", "recognition"], "Which GLDv2 task.")
@@ -114,4 +115,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli_flags.run(main)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from absl import app, flags
 
+from delf import cli_flags
 from delf.retrieval import demo_benchmark
 
 _OUTPUT_DIR = flags.DEFINE_string(
@@ -56,4 +57,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli_flags.run(main)

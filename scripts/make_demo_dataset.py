@@ -18,6 +18,7 @@ import dataclasses
 
 from absl import app, flags
 
+from delf import cli_flags
 from delf.data import demo
 
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", "demo_data/gldv2_dataset", "Root of the dataset.")
@@ -96,4 +97,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli_flags.run(main)

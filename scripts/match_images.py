@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from absl import app, flags
 
-from delf import match_plot
+from delf import cli_flags, match_plot
 
 _IMAGE_1_PATH = flags.DEFINE_string(
   "image_1_path", "test_images/image_1.jpg", "Path to the first image."
@@ -70,4 +70,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli_flags.run(main)

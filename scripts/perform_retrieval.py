@@ -23,8 +23,9 @@ re-ranking runs in --num_workers processes (default: all cores; same result).
 
 from __future__ import annotations
 
-from absl import app, flags
+from absl import flags
 
+from delf import cli_flags
 from delf.retrieval import rerank_parallel, retrieval
 
 _DATASET_FILE_PATH = flags.DEFINE_string(
@@ -65,6 +66,13 @@ _USE_RATIO_TEST = flags.DEFINE_boolean(
   False,
   "Optional, only used if --use_geometric_verification: use Lowe's ratio test instead of "
   "the distance bound for local descriptor matching.",
+)
+_ALLOW_MISSING_FEATURES = flags.DEFINE_boolean(
+  "allow_missing_features",
+  False,
+  "Rank images whose feature files are missing or malformed last (zero global descriptor, "
+  "0 inliers) instead of stopping with an error; metrics.txt then ends with '#' lines "
+  "saying how many.",
 )
 _OUTPUT_DIR = flags.DEFINE_string(
   "output_dir",
@@ -121,6 +129,7 @@ def main(argv):
     query_expansion_alpha=_QUERY_EXPANSION_ALPHA.value,
     dba_top_n=_DBA_TOP_N.value,
     dba_alpha=_DBA_ALPHA.value,
+    allow_missing_features=_ALLOW_MISSING_FEATURES.value,
   )
   try:
     retrieval.perform_retrieval(config)
@@ -129,4 +138,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli_flags.run(main)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from absl import app, flags
 
+from delf import cli_flags
 from delf.retrieval import index_jobs
 
 _INDEX_PATH = flags.DEFINE_string("index_path", "", "Index directory (build_index.py).")
@@ -74,4 +75,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli_flags.run(main)

@@ -14,10 +14,13 @@ that build_image_dataset wrote next to the train shards, else the --dataset_vers
 table (gld_v1 14951, gld_v2 203094, gld_v2_clean 81313). The choice is printed.
 A label outside [0, num_classes) stops training with a one-line error (no clipping).
 
-Writes into --logdir: delf_tf2-ckpt/ (checkpoints every 1000 steps, numbered by step,
+Writes into --logdir: delf_tf2-ckpt/ (checkpoints every --save_interval=1000 steps, numbered by step,
 including the optimizer state and the input-stream position; training resumes from the
 latest one), delf_weights.* + model_config.json (what the export scripts read),
 training_config.json (resolved settings) and train_logs/ (TensorBoard).
+One run per --logdir at a time. Before training, the shards are checked against the
+dataset_metadata.json manifest (refused if they mix builds) and must hold examples; a
+damaged shard stops training with one line naming it and the byte offset.
 """
 
 from __future__ import annotations
@@ -66,6 +69,27 @@ _BATCH_SIZE = flags.DEFINE_integer(
   "batch_size", 32, "Global batch size (split across replicas).", lower_bound=1
 )
 _MAX_ITERS = flags.DEFINE_integer("max_iters", 500000, "Number of optimizer steps.", lower_bound=1)
+_EVAL_INTERVAL = flags.DEFINE_integer(
+  "eval_interval",
+  config_lib.EVAL_INTERVAL,
+  "Validate every this many steps (the reference's constant 1000).",
+  lower_bound=1,
+)
+_SAVE_INTERVAL = flags.DEFINE_integer(
+  "save_interval",
+  config_lib.SAVE_INTERVAL,
+  "Write a checkpoint and delf_weights every this many steps, and at the last step (the "
+  "reference's constant 1000; --debug saves every step).",
+  lower_bound=1,
+)
+_NUM_EVAL_EXAMPLES = flags.DEFINE_integer(
+  "num_eval_examples",
+  config_lib.EVAL_EXAMPLES,
+  "Validation examples per validation (the reference's constant 50000, in batches of "
+  "--batch_size); at most one pass over the validation split when dataset_metadata.json or "
+  "the shards give its size.",
+  lower_bound=1,
+)
 _BLOCK3_STRIDES = flags.DEFINE_boolean(
   "block3_strides", True, "Sub-sample block3 to stride 32 (1x1 max pool after stage 4)."
 )
@@ -146,6 +170,11 @@ _BLOCK_COUNTS = flags.DEFINE_list(
   ["3", "4", "6", "3"],
   "Residual blocks per ResNet stage (default ResNet-50; smaller for tests/experiments).",
 )
+flags.register_validator(
+  _BLOCK_COUNTS,
+  lambda counts: len(counts) == 4 and all(c.strip().isdigit() and int(c) >= 1 for c in counts),
+  message="must be 4 positive integers separated by commas, e.g. 3,4,6,3",
+)
 _WIDTH_FACTOR = flags.DEFINE_float(
   "backbone_width_factor",
   1.0,
@@ -170,6 +199,9 @@ def main(argv):
       initial_lr=_INITIAL_LR.value,
       batch_size=_BATCH_SIZE.value,
       max_iters=_MAX_ITERS.value,
+      eval_interval=_EVAL_INTERVAL.value,
+      save_interval=_SAVE_INTERVAL.value,
+      num_eval_examples=_NUM_EVAL_EXAMPLES.value,
       block3_strides=_BLOCK3_STRIDES.value,
       use_augmentation=_USE_AUGMENTATION.value,
       imagenet_checkpoint=_IMAGENET_CHECKPOINT.value,
@@ -200,4 +232,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli_flags.run(main, tensorflow=True)

@@ -64,16 +64,16 @@ def test_clean_mode_split_and_relabelling(dataset, clean_build):
   validation = _read_split(output, "validation")
   train = _read_split(output, "train")
   written = [r["image/id"][0].decode() for r in validation + train]
-  expected_ids = [
-    i for i in dataset.train_clean_ids if i not in (bad["truncated"], bad["png"], bad["missing"])
-  ]
+  expected_ids = [i for i in dataset.train_clean_ids if i not in (bad["truncated"], bad["missing"])]
   assert sorted(written) == sorted(expected_ids)  # grayscale kept, noisy excluded
   assert bad["grayscale"] in written
+  assert bad["png"] in written  # PNG data named .jpg: decode_jpeg decodes it, as the reference
   for record in validation + train:
     image_id = record["image/id"][0].decode()
     assert record["image/class/label"] == [new_label[dataset.labels[image_id]]]
     assert record["image/channels"] == [3] and record["image/format"] == [b"JPEG"]
     assert (record["image/height"], record["image/width"]) == ([48], [64])
+    assert record["image/format"] == [b"JPEG"]  # the reference's value, whatever the data
     assert record["image/encoded"][0] == dataset.path("train", image_id).read_bytes()
   # The split is the spec's algorithm on the present, decodable images in CSV order.
   labels = [new_label[dataset.labels[i]] for i in expected_ids]
@@ -91,15 +91,21 @@ def test_skip_list_and_metadata(dataset, clean_build):
   bad = {kind: image_id for image_id, kind in dataset.bad_files.items()}
   with open(clean_build / build.SKIPPED_FILENAME, newline="") as f:
     skipped = {row["id"]: row["reason"] for row in csv.DictReader(f)}
-  assert set(skipped) == {bad["truncated"], bad["png"], bad["missing"]}
+  assert set(skipped) == {bad["truncated"], bad["missing"]}
   assert "no file" in skipped[bad["missing"]]
-  assert "not a JPEG" in skipped[bad["png"]]
   assert "truncated" in skipped[bad["truncated"]]
   meta = metadata.read_metadata(str(clean_build / "train-*"))
   assert meta == json.loads((clean_build / metadata.METADATA_FILENAME).read_text())
-  assert meta["format_version"] == 1
+  assert meta["format_version"] == 2
   assert meta["num_classes"] == 4
-  total = len(dataset.train_clean_ids) - 3
+  # The manifest lists every shard with its split, example count and size.
+  assert sorted(meta["files"]) == sorted(p.name for p in clean_build.glob("*-of-*"))
+  for name, entry in meta["files"].items():
+    path = clean_build / name
+    assert entry["split"] == name.split("-")[0]
+    assert entry["bytes"] == path.stat().st_size
+    assert entry["examples"] == len(list(tfrecord.read_tfrecord(path)))
+  total = len(dataset.train_clean_ids) - 2
   assert meta["num_examples"]["validation"] == 4  # 4 classes of 5-6 images: 1 each
   assert meta["num_examples"] == {"train": total - 4, "validation": 4, "test": 0}
   assert meta["flags"]["num_shards"] == 3 and meta["flags"]["seed"] == 0
@@ -146,7 +152,7 @@ def test_full_csv_mode_raw_labels_and_test_split(dataset, tmp_path, capsys):
   assert summary.num_classes == max(raw.values()) + 1
   assert not (tmp_path / "validation-00000-of-00008").exists()
   out = capsys.readouterr().out
-  assert "Skipped 2 images" in out and "images/s" in out
+  assert "Skipped 1 images" in out and "images/s" in out  # the truncated one
 
 
 def test_clean_csv_rules(tmp_path):
@@ -207,15 +213,19 @@ def test_test_split_needs_test_directory(dataset, tmp_path):
 
 def test_relabeling_csv_matches_reference_file(interop_dir, tmp_path):
   # The reference's relabeling.csv from its demo run; rebuild it from a clean CSV whose
-  # images were never downloaded: the relabelling counts every listed id (KB-3).
+  # images were never downloaded but one: the relabelling counts every listed id (KB-3).
   reference = (interop_dir / "relabeling.csv").read_bytes()
   old_labels = [int(line.split(",")[1]) for line in reference.decode().splitlines()[1:]]
   rows = [f"{label},{n:016x} {n + 500:016x}" for n, label in enumerate(reversed(old_labels))]
   clean = tmp_path / "train_clean.csv"
   clean.write_text("landmark_id,images\n" + "\n".join(rows) + "\n")
+  from PIL import Image
+
+  (tmp_path / "one_image").mkdir()
+  Image.new("RGB", (8, 8), (10, 20, 30)).save(tmp_path / "one_image" / f"{0:016x}.jpg")
   summary = build.build_image_dataset(
     build.BuildConfig(
-      train_directory=str(tmp_path / "no_images"),
+      train_directory=str(tmp_path / "one_image"),
       output_directory=str(tmp_path / "out"),
       train_clean_csv_path=str(clean),
       num_shards=2,
@@ -225,8 +235,8 @@ def test_relabeling_csv_matches_reference_file(interop_dir, tmp_path):
   )
   assert (tmp_path / "out" / "relabeling.csv").read_bytes() == reference
   assert summary.num_classes == len(old_labels)
-  assert len(summary.skipped) == 2 * len(old_labels)
-  assert summary.num_examples == {"train": 0, "validation": 0, "test": 0}
+  assert len(summary.skipped) == 2 * len(old_labels) - 1
+  assert summary.num_examples == {"train": 0, "validation": 1, "test": 0}
 
 
 def test_flag_names_types_and_defaults_match_spec():

@@ -167,3 +167,47 @@ def test_bad_arguments(counts, tmp_path):
   assert result.returncode == 2
   assert "Usage:" in result.stderr
   assert not (tmp_path / "gldv2_dataset").exists()
+
+
+def _closed_port() -> int:
+  import socket
+
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]  # nobody listens there once closed: connections are refused
+
+
+def test_unreachable_host_fails_fast_with_one_clear_error(tmp_path):
+  """Issue 8 (10): one probe of the base URL instead of 3 attempts x 5 s for every file."""
+  import time
+
+  url = f"http://127.0.0.1:{_closed_port()}/"
+  env = dict(os.environ, GLDV2_BASE_URL=url)  # the default 5 s retry delay stays
+  start = time.monotonic()
+  result = subprocess.run(
+    ["bash", str(SCRIPT), "1", "1", "1"],
+    cwd=tmp_path,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
+  assert time.monotonic() - start < 10
+  assert result.returncode == 1
+  assert result.stderr.startswith(f"error: cannot reach {url}")
+  assert "GLDV2_BASE_URL" in result.stderr
+  assert "FAILED" not in result.stderr  # no per-file retries happened
+  assert not [p for p in (tmp_path / "gldv2_dataset").rglob("*") if p.is_file()]
+
+
+def test_complete_download_needs_no_network(server, tmp_path):
+  _, httpd = server
+  work = tmp_path / "work"
+  work.mkdir()
+  assert _run(work, httpd, "1", "1", "1").returncode == 0
+  env = dict(os.environ, GLDV2_BASE_URL=f"http://127.0.0.1:{_closed_port()}/")
+  result = subprocess.run(
+    ["bash", str(SCRIPT), "1", "1", "1"], cwd=work, env=env, capture_output=True, text=True
+  )
+  assert result.returncode == 0, result.stderr
+  assert "All requested GLDv2 files are downloaded" in result.stdout

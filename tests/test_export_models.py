@@ -11,9 +11,12 @@ and hand-computed receptive boxes.
 from __future__ import annotations
 
 import functools
+import glob
 import json
 import os
 import re
+import shutil
+import socket
 
 import numpy as np
 import pytest
@@ -539,3 +542,59 @@ def test_local_module_without_block3_strides_uses_stride_16():
   expected = _expected_local(model, image, [1.0, 0.5], 1000, -1.0, stride=16)
   assert expected[4] == 4 * 3 + 2 * 2  # block3 at stride 16: 64x48 -> 4x3, 32x24 -> 2x2
   _check_local(outputs, expected, BLOCK3_CHANNELS)
+
+
+def test_backbone_size_mismatch_names_model_config_not_the_autoencoder(workdir, delf_ckpt):
+  """Issue 8 (11): a tiny-backbone checkpoint without model_config.json, exported as ResNet-50."""
+  prefix, _ = delf_ckpt
+  bare = workdir / "bare_ckpt"
+  bare.mkdir(exist_ok=True)
+  for path in glob.glob(prefix + ".*"):
+    shutil.copy(path, bare)
+  ckpt = str(bare / os.path.basename(prefix))
+  target = str(workdir / "never_backbone")
+  with pytest.raises(SystemExit) as raised:
+    run_export(
+      "export_local_model", f"--ckpt_path={ckpt}", f"--export_path={target}", "--nouse_autoencoder"
+    )
+  message = str(raised.value.code)
+  assert "\n" not in message
+  assert "block counts [1, 1, 1, 1]" in message and "[3, 4, 6, 3]" in message
+  assert "model_config.json" in message
+  assert "--autoencoder" not in message and "--use_autoencoder" not in message
+  assert not os.path.exists(target)
+
+
+def test_stale_staging_folders_of_killed_exports_are_removed(workdir, delf_ckpt, capsys):
+  """Issue 8 (11): a killed export's hidden staging folder does not stay forever."""
+  target = workdir / "after_kill"
+  stale_pid = 2**22 + 17  # above the default pid_max: no such process
+  stale = workdir / f".after_kill.tmp-{socket.gethostname()}-{stale_pid}-abcd1234"
+  live = workdir / f".after_kill.tmp-{socket.gethostname()}-{os.getpid()}-efgh5678"
+  foreign = workdir / ".after_kill.tmp-otherhost-12-ijkl"
+  for folder in (stale, live, foreign):
+    folder.mkdir()
+    (folder / "saved_model.pb").write_bytes(b"partial")
+  run_export(
+    "export_local_model",
+    f"--ckpt_path={delf_ckpt[0]}",
+    f"--export_path={target}",
+    "--nouse_autoencoder",
+  )
+  assert "Removed 1 staging folder(s) of interrupted exports" in capsys.readouterr().out
+  assert not stale.exists()
+  assert live.exists() and foreign.exists()  # a running export; another host's, too recent
+  assert (target / "saved_model.pb").exists()
+  assert not [n for n in os.listdir(workdir) if n.startswith(".after_kill.tmp-") and "abcd" in n]
+
+
+@pytest.mark.parametrize(
+  "script", ["export_local_model", "export_global_model", "export_local_and_global_model"]
+)
+def test_help_text_cites_no_spec_section(script):
+  """Issue 8 (11): the spec is not part of the repository; --help must not point into it."""
+  _unregister_script_flags()
+  module = cli_harness.load_script(script)
+  assert "§" not in module.__doc__ and ".md" not in module.__doc__
+  for flag in flags.FLAGS.flags_by_module_dict()[f"scripts.{script}"]:
+    assert "§" not in (flag.help or "") and ".md" not in (flag.help or ""), flag.name

@@ -30,7 +30,10 @@ GLOBAL_TABLE = np.array(
 
 
 def toy_local_outputs(image, scales, max_feature_num, abs_thres):
-  """boxes depend on the image size; scores on the threshold; count on max_feature_num."""
+  """boxes depend on the image size; scores on the threshold; count on max_feature_num.
+
+  A threshold of 1e6 or more is above every score of this toy model: no feature.
+  """
   shape = tf.cast(tf.shape(image), tf.float32)
   height, width = shape[0], shape[1]
   boxes = tf.stack(
@@ -42,7 +45,7 @@ def toy_local_outputs(image, scales, max_feature_num, abs_thres):
   )
   feature_scales = 1.0 / tf.stack([scales[0], scales[-1], scales[0]])
   scores = abs_thres + tf.constant([[3.0], [2.0], [1.0]])
-  n = tf.minimum(max_feature_num, 3)
+  n = tf.where(abs_thres >= 1e6, 0, tf.minimum(max_feature_num, 3))
   return {
     "boxes": boxes[:n],
     "features": tf.constant(RAW_FEATURES)[:n],

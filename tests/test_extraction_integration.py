@@ -11,16 +11,13 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pytest
+import tensorflow as tf
 from PIL import Image
 
 from delf import feature_io
+from delf.export import exporter  # noqa: F401 - an import error must fail, not skip
+from delf.model.delf_model import Delf
 from tests import cli_harness
-
-tf = pytest.importorskip("tensorflow")
-pytest.importorskip("delf.export.exporter")
-
-from delf.model.delf_model import Delf  # noqa: E402
 
 SCALES = (0.7071, 1.0, 1.4142)
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from delf import datum_io, feature_conversion, feature_io, feature_store
+from delf.protos import delf_config_pb2
 from delf.retrieval import delg_extraction
 from tests import cli_harness
 
@@ -134,9 +135,7 @@ def test_extraction_resumes_after_a_crash(tmp_path):
       ),
     }
 
-  class Config:
-    use_global_features = True
-    use_local_features = True
+  delf_config = delf_config_pb2.DelfConfig(use_global_features=True, use_local_features=True)
 
   config = delg_extraction.DelgExtractionConfig(
     dataset_file_path=str(dataset), image_set="index", output_store=str(tmp_path / "store"),
@@ -145,12 +144,12 @@ def test_extraction_resumes_after_a_crash(tmp_path):
   loader = lambda path: np.zeros([8, 8, 3], np.uint8)  # noqa: E731
   with open(os.devnull, "w") as quiet, pytest.raises(KeyboardInterrupt):
     delg_extraction.extract_delg_features(
-      config, delf_config=Config(), extractor_fn=lambda im, f: extractor(im, f, fail_at=4),
+      config, delf_config=delf_config, extractor_fn=lambda im, f: extractor(im, f, fail_at=4),
       image_loader=loader, out=quiet,
     )  # fmt: skip
   with open(os.devnull, "w") as quiet:
     summary = delg_extraction.extract_delg_features(
-      config, delf_config=Config(), extractor_fn=extractor, image_loader=loader, out=quiet
+      config, delf_config=delf_config, extractor_fn=extractor, image_loader=loader, out=quiet
     )
   assert (summary.num_skipped, summary.num_extracted) == (3, 3)  # 2 in a part + 1 flushed
   assert feature_store.FeatureStore(tmp_path / "store").ids == names

@@ -36,13 +36,12 @@ import re
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
-tf = pytest.importorskip("tensorflow")
-modules = pytest.importorskip("delf.export.modules")
-
-from delf import matching  # noqa: E402
-from delf.extraction import extract_features  # noqa: E402
-from delf.model.delf_model import Delf  # noqa: E402
+from delf import matching
+from delf.export import modules
+from delf.extraction import extract_features
+from delf.model.delf_model import Delf
 
 SAME_SCENE_PAIRS = [
   ("opencv/graf1.png", "opencv/graf3.png"),

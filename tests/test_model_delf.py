@@ -100,21 +100,45 @@ def test_kb17_wiring_and_gradient_routing():
 
 @pytest.mark.parametrize("model_class", ["Delf", "Delg"])
 def test_one_train_step_like_reference(model_class):
-  """§8.1/§8.2 test_train_step on the tiny model; also checks the update is finite."""
+  """§8.1/§8.2 test_train_step on the tiny model, with the library's losses and weights.
+
+  The total is built by ``delf.training.losses`` exactly as the train step builds it
+  (cross-entropies over the global batch, reconstruction mean, default weights 1 and 10),
+  checked against closed forms; the update is finite and moves every weight.
+  """
+  from delf.training import losses
+  from delf.training.config import CLIP_NORM, MOMENTUM, TrainingConfig
+
+  defaults = TrainingConfig()
   model = mf.make_tiny_model(model_class, num_classes=10, use_dim_reduction=True)
   images = tf.random.stateless_uniform([2, 64, 64, 3], seed=(1, 1))
   labels = tf.constant([3, 9], tf.int64)
-  optimizer = tf.keras.optimizers.SGD(0.001, momentum=0.9)
-  before = [v.numpy() for v in model.trainable_variables]
+  optimizer = tf.keras.optimizers.SGD(0.001, momentum=MOMENTUM)
   with tf.GradientTape() as tape:
     out = model.global_and_local_forward_pass(images, training=True)
-    ce = tf.keras.losses.sparse_categorical_crossentropy
-    desc = ce(labels, model.desc_logits(out["global_descriptor"], labels, True), from_logits=True)
-    attn = ce(labels, model.attn_logits(out["attention_prelogits"]), from_logits=True)
-    recon = tf.reduce_mean(tf.square(out["block3"] - out["expanded"]))
-    loss = tf.reduce_sum(desc) / 2 + tf.reduce_sum(attn) / 2 + recon
+    desc_logits = model.desc_logits(out["global_descriptor"], labels, True)
+    attn_logits = model.attn_logits(out["attention_prelogits"])
+    desc = losses.classification_loss(labels, desc_logits, global_batch_size=2)
+    attn = losses.classification_loss(labels, attn_logits, global_batch_size=2)
+    recon = losses.reconstruction_loss(out["block3"], out["expanded"], num_replicas=1)
+    loss = (
+      desc + defaults.attention_loss_weight * attn + defaults.reconstruction_loss_weight * recon
+    )
+
+  # The library's losses are the reference's formulas (training.md §6.7).
+  def cross_entropy(logits):
+    logits = np.asarray(logits, np.float64)
+    log_z = np.log(np.sum(np.exp(logits - logits.max(1, keepdims=True)), 1)) + logits.max(1)
+    return float(np.sum(log_z - logits[np.arange(2), labels.numpy()]) / 2)
+
+  assert float(desc) == pytest.approx(cross_entropy(desc_logits), rel=1e-5)
+  assert float(attn) == pytest.approx(cross_entropy(attn_logits), rel=1e-5)
+  diff = np.asarray(out["block3"], np.float64) - np.asarray(out["expanded"], np.float64)
+  assert float(recon) == pytest.approx(float(np.mean(diff**2)), rel=1e-5)
+  assert (defaults.attention_loss_weight, defaults.reconstruction_loss_weight) == (1.0, 10.0)
+  before = [v.numpy() for v in model.trainable_variables]
   grads = tape.gradient(loss, model.trainable_variables)
-  grads, _ = tf.clip_by_global_norm(grads, 10.0)
+  grads, _ = tf.clip_by_global_norm(grads, CLIP_NORM)
   optimizer.apply_gradients(zip(grads, model.trainable_variables))
   after = model.trainable_variables
   assert all(np.all(np.isfinite(v)) for v in after)

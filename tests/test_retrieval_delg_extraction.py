@@ -5,6 +5,8 @@ A stand-in extractor records what it receives, so no model is needed.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from absl import flags
@@ -163,7 +165,7 @@ def test_global_only_config_writes_no_local_files(benchmark):
     extractor_fn=_StandInExtractor(),
   )
   names = sorted(p.name for p in (root / "features" / "index").iterdir())
-  assert names == ["i0.delg_global", "i1.delg_global"]
+  assert names == ["extraction_config.json", "i0.delg_global", "i1.delg_global"]
 
 
 def test_bad_image_is_reported_and_run_continues(benchmark, capsys):
@@ -203,3 +205,40 @@ def test_script_flags_and_errors(benchmark, tmp_path):
   assert flags.FLAGS["dataset_file_path"].default == "/tmp/gnd_roxford5k.mat"
   assert flags.FLAGS["images_dir"].default == "/tmp/images"
   assert flags.FLAGS["output_features_dir"].default == "/tmp/features"
+
+
+def test_output_dir_that_is_a_file_is_one_line(benchmark):
+  """Issue 8 (11): no raw FileExistsError."""
+  root, gnd_path = benchmark
+  config = _config(root, gnd_path, "index")
+  (root / "features").mkdir()
+  target = root / "features" / "index"
+  target.write_text("a file")
+  with pytest.raises(
+    ValueError, match=r"^--output_features_dir=.*index is a file, not a directory$"
+  ):
+    delg_extraction.extract_delg_features(
+      config, delf_config=_delf_config(), extractor_fn=_StandInExtractor()
+    )
+  assert target.read_text() == "a file"
+
+
+def test_changed_config_is_refused_then_redone_with_noskip(benchmark):
+  """Issue 8 (8), DELG side: another config's features are not kept by skip-existing."""
+  root, gnd_path = benchmark
+  config = _config(root, gnd_path, "index")
+  extractor = _StandInExtractor()
+  delg_extraction.extract_delg_features(config, delf_config=_delf_config(), extractor_fn=extractor)
+  other = _delf_config()
+  other.max_image_size = 512
+  with pytest.raises(
+    ValueError, match=r"another config .*max_image_size: 512 \(added\).*--noskip_existing"
+  ):
+    delg_extraction.extract_delg_features(config, delf_config=other, extractor_fn=extractor)
+  assert len(extractor.calls) == 2
+  summary = delg_extraction.extract_delg_features(
+    dataclasses.replace(config, skip_existing=False), delf_config=other, extractor_fn=extractor
+  )
+  assert (summary.num_extracted, summary.num_skipped) == (2, 0)
+  summary = delg_extraction.extract_delg_features(config, delf_config=other, extractor_fn=extractor)
+  assert (summary.num_extracted, summary.num_skipped) == (0, 2)

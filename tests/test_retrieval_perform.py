@@ -138,6 +138,7 @@ def test_library_rankings_and_bad_files(case, capsys):
     index_features_dir=str(root / "index"),
     use_geometric_verification=True,
     output_dir=str(root / "out"),
+    allow_missing_features=True,
   )
   result = retrieval.perform_retrieval(config)
   out = capsys.readouterr().out
@@ -150,6 +151,52 @@ def test_library_rankings_and_bad_files(case, capsys):
   np.testing.assert_array_equal(result.ranks_before_gv[0], [3, 0, 8, 1, 2, 4, 5, 6, 7, 9])
   # Medium after GV for qa: 0 and 1 verified; 2 lost its local features -> kept by score.
   np.testing.assert_array_equal(result.ranks_after_gv["medium"][0], [0, 1, 3, 8, 2, 4, 5, 6, 7, 9])
+  # The metrics file says why the numbers may be low; our reader still reads it.
+  text = (root / "out" / "metrics.txt").read_text().splitlines()
+  assert text[-2:] == [
+    "# 2 of 12 global descriptor files were missing or malformed and replaced by zero vectors "
+    "(--allow_missing_features)",
+    "# 1 local-feature files were missing or unreadable and counted as 0 inliers "
+    "(--allow_missing_features)",
+  ]
+  assert set(metrics_file.ReadMetricsFile(str(root / "out" / "metrics.txt"))[0]) == {
+    "medium",
+    "hard",
+    "medium_after_gv",
+    "hard_after_gv",
+  }
+
+
+def test_missing_features_are_an_error_by_default(case, capsys):
+  """Issue 8 (9): no metrics from zero vectors unless asked for."""
+  root, gnd_path = case
+  (root / "index/im6.delg_global").unlink()
+  with pytest.raises(SystemExit) as raised:
+    run_script("perform_retrieval", _args(root, gnd_path))
+  message = str(raised.value.code)
+  assert "\n" not in message
+  assert "1 global descriptor file(s) missing or malformed" in message
+  assert "im6.delg_global (file not found)" in message and "--allow_missing_features" in message
+  assert not (root / "out" / "metrics.txt").exists()
+  # Local features: checked before the (long) re-ranking starts.
+  datum_io.WriteToFile(np.eye(12, dtype=np.float32)[11], str(root / "index/im6.delg_global"))
+  (root / "index/im2.delg_local").unlink()
+  with pytest.raises(SystemExit, match=r"1 local-feature file\(s\) missing.*im2\.delg_local"):
+    run_script("perform_retrieval", _args(root, gnd_path, "--use_geometric_verification"))
+  assert not (root / "out" / "metrics.txt").exists()
+  # A corrupt one is only found while verifying: still an error, still no metrics.
+  (root / "index/im2.delg_local").write_bytes(b"\xff not a protobuf")
+  with pytest.raises(SystemExit, match=r"local-feature file\(s\) missing or malformed.*im2"):
+    run_script("perform_retrieval", _args(root, gnd_path, "--use_geometric_verification"))
+  assert not (root / "out" / "metrics.txt").exists()
+  assert (
+    run_script(
+      "perform_retrieval",
+      _args(root, gnd_path, "--use_geometric_verification", "--allow_missing_features"),
+    )
+    is None
+  )
+  assert "# 1 local-feature files" in (root / "out" / "metrics.txt").read_text()
 
 
 def test_same_result_with_threads(case):

@@ -104,6 +104,7 @@ def create_dataset(
   deterministic: bool = True,
   shuffle_buffer_size: int = 100,
   num_parallel_calls=tf.data.AUTOTUNE,
+  repeat: bool = True,
 ) -> tf.data.Dataset:
   """Infinite dataset of ``(images [B,S,S,3] float32, labels [B] int64[, ids [B] string])``.
 
@@ -119,6 +120,8 @@ def create_dataset(
       reproducible training). False lets faster elements overtake slower ones.
     shuffle_buffer_size: the reference's 100 by default.
     num_parallel_calls: parallelism of the decode/augment map.
+    repeat: False gives one pass over the files in glob order, neither repeated nor
+      shuffled, the last batch possibly smaller (an exact validation pass).
 
   Raises:
     ValueError: no file matches ``file_pattern``.
@@ -127,8 +130,9 @@ def create_dataset(
   if not files:
     raise ValueError(f"no TFRecord files match {file_pattern!r}")
   dataset = tf.data.TFRecordDataset(files)
-  dataset = dataset.repeat()
-  dataset = dataset.shuffle(buffer_size=shuffle_buffer_size, seed=seed)
+  if repeat:
+    dataset = dataset.repeat()
+    dataset = dataset.shuffle(buffer_size=shuffle_buffer_size, seed=seed)
   dataset = dataset.enumerate()
 
   def process(index, serialized):

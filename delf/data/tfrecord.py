@@ -320,3 +320,64 @@ def read_tfrecord(path: str | os.PathLike, verify: bool = True) -> Iterator[byte
       if verify and masked_crc32c(data) != struct.unpack("<I", footer)[0]:
         raise ValueError(f"{path}: corrupt TFRecord data CRC")
       yield data
+
+
+def _record_problem(f, position: int, size: int, check_data: bool) -> tuple[str | None, int]:
+  """Checks the record at ``position``; returns (problem or None, next position)."""
+  f.seek(position)
+  header = f.read(12)
+  if len(header) < 12:
+    return f"truncated record header at byte {position}", size
+  (length,) = struct.unpack("<Q", header[:8])
+  if masked_crc32c(header[:8]) != struct.unpack("<I", header[8:])[0]:
+    return f"corrupted record (length checksum) at byte {position}", size
+  end = position + 12 + length + 4
+  if end > size:
+    return f"truncated record at byte {position} (needs {end - size} more bytes)", size
+  if check_data:
+    data = f.read(length)
+    if masked_crc32c(data) != struct.unpack("<I", f.read(4))[0]:
+      return f"corrupted record (data checksum) at byte {position}", end
+  return None, end
+
+
+def count_records(path: str | os.PathLike) -> int:
+  """Number of records, found by walking the length headers (the data is not read).
+
+  Raises:
+    ValueError: the framing is damaged (names the file and the byte offset).
+  """
+  size = os.path.getsize(path)
+  count = position = 0
+  with open(path, "rb") as f:
+    while position < size:
+      problem, position = _record_problem(f, position, size, check_data=False)
+      if problem:
+        raise ValueError(f"{path}: {problem}")
+      count += 1
+  return count
+
+
+def find_damage(path: str | os.PathLike, offset: int | None = None) -> tuple[int, str] | None:
+  """``(byte offset, description)`` of the first damaged record of ``path``, or None.
+
+  With ``offset`` (from TensorFlow's "corrupted record at N" message: the record's
+  start, or its data's start 12 bytes later for a data checksum) only the record
+  framing up to that offset is walked and the data checksum is verified for the
+  record at ``offset`` alone: cheap enough to scan every shard of a run. Without it
+  every record's data checksum is verified. The returned offset is the record's start.
+  """
+  size = os.path.getsize(path)
+  if offset is not None and offset >= size:
+    return None
+  position = 0
+  with open(path, "rb") as f:
+    while position < size:
+      if offset is not None and position > offset:
+        return None
+      start = position
+      check_data = offset is None or offset in (start, start + 12)
+      problem, position = _record_problem(f, start, size, check_data)
+      if problem:
+        return start, problem
+  return None

@@ -216,6 +216,51 @@ def _is_global_head(key: str) -> bool:
   return len(parts) > 2 and parts[1] == "backbone" and "embedding" in parts[2]
 
 
+def checkpoint_backbone(ckpt_path: str) -> tuple[tuple[int, ...], float] | None:
+  """``(block_counts, width_factor)`` of the backbone stored in ``ckpt_path``, or None.
+
+  Read from the variable names (``model/backbone/l<stage><letter>/...``) and the stem
+  convolution's output channels (64 in ResNet-50).
+  """
+  try:
+    shapes = tf.train.load_checkpoint(ckpt_path).get_variable_to_shape_map()
+  except (tf.errors.OpError, ValueError):
+    return None
+  blocks: dict[int, set[str]] = {}
+  stem = None
+  for key, shape in shapes.items():
+    parts = key.split("/")
+    if len(parts) < 3 or parts[:2] != ["model", "backbone"]:
+      continue
+    layer = parts[2]
+    if layer == "conv1" and key.endswith("_kernel/.ATTRIBUTES/VARIABLE_VALUE"):
+      stem = shape[-1]
+    elif len(layer) == 3 and layer[0] == "l" and layer[1] in "2345" and layer[2].isalpha():
+      blocks.setdefault(int(layer[1]), set()).add(layer[2])
+  if stem is None or sorted(blocks) != [2, 3, 4, 5]:
+    return None
+  return tuple(len(blocks[s]) for s in (2, 3, 4, 5)), stem / 64
+
+
+def _backbone_mismatch(ckpt_path: str, model) -> str | None:
+  """A message when the checkpoint's backbone is not the one built for the export."""
+  stored = checkpoint_backbone(ckpt_path)
+  backbone = getattr(model, "backbone", None)
+  if stored is None or backbone is None:
+    return None
+  counts, width = stored
+  built = (tuple(backbone.block_counts), backbone.width_factor)
+  if counts == built[0] and abs(width - built[1]) < 1e-6:
+    return None
+  config_path = os.path.join(os.path.dirname(ckpt_path) or ".", MODEL_CONFIG_FILENAME)
+  return (
+    f"checkpoint {ckpt_path} holds a backbone with block counts {list(counts)} and width "
+    f"factor {width:g}, but the export built {list(built[0])} / {built[1]:g}: the backbone "
+    f"size is not an export flag, it is read from {config_path} (missing or not from this "
+    "training); copy the training logdir's model_config.json next to the checkpoint"
+  )
+
+
 def load_and_verify(
   model,
   ckpt_path: str,
@@ -230,6 +275,9 @@ def load_and_verify(
   a local-only export its DELG global head; every export ignores classifier
   heads and optimizer state.
   """
+  backbone_problem = _backbone_mismatch(ckpt_path, model)
+  if backbone_problem:  # Not the autoencoder's or the head's fault: say so first.
+    raise CheckpointMismatchError(backbone_problem)
   checkpoint = tf.train.Checkpoint(model=model)
   try:
     status = checkpoint.read(ckpt_path)

@@ -15,7 +15,9 @@ import json
 import logging
 import os
 import shutil
+import socket
 import tempfile
+import time
 
 import tensorflow as tf
 from absl import logging as absl_logging
@@ -220,6 +222,54 @@ def _quiet_tensorflow_info():
     absl_logging.set_verbosity(verbosity)
 
 
+def _staging_prefix(export_path: str) -> str:
+  return f".{os.path.basename(export_path)}.tmp-"
+
+
+def _staging_owner() -> str:
+  return f"{socket.gethostname()}-{os.getpid()}-"
+
+
+_STALE_FOREIGN_STAGING_SECONDS = 24 * 3600
+
+
+def remove_stale_staging(export_path: str) -> list[str]:
+  """Removes staging folders that killed exports to ``export_path`` left behind.
+
+  A staging folder is named after its process (host and pid); it is stale when
+  that process no longer runs on this host. Folders of other hosts (shared file
+  systems) or without an owner are removed once a day old. Returns what was removed.
+  """
+  parent = os.path.dirname(export_path) or "."
+  prefix = _staging_prefix(export_path)
+  host = socket.gethostname()
+  removed = []
+  for name in os.listdir(parent):
+    if not name.startswith(prefix):
+      continue
+    path = os.path.join(parent, name)
+    owner = name[len(prefix) :].rsplit("-", 2)
+    stale = False
+    if len(owner) == 3 and owner[0] == host and owner[1].isdigit():
+      try:
+        os.kill(int(owner[1]), 0)
+      except ProcessLookupError:
+        stale = True
+      except PermissionError:
+        stale = False
+    else:
+      try:
+        stale = time.time() - os.path.getmtime(path) > _STALE_FOREIGN_STAGING_SECONDS
+      except OSError:
+        stale = False
+    if stale:
+      shutil.rmtree(path, ignore_errors=True)
+      removed.append(path)
+  if removed:
+    print(f"Removed {len(removed)} staging folder(s) of interrupted exports: {', '.join(removed)}")
+  return removed
+
+
 def export(config: ExportConfig) -> str:
   """Exports the checkpoint as a SavedModel at ``config.export_path``; returns that path.
 
@@ -265,7 +315,8 @@ def export(config: ExportConfig) -> str:
 
   parent = os.path.dirname(export_path)
   os.makedirs(parent, exist_ok=True)
-  staging = tempfile.mkdtemp(prefix=f".{os.path.basename(export_path)}.tmp-", dir=parent)
+  remove_stale_staging(export_path)
+  staging = tempfile.mkdtemp(prefix=_staging_prefix(export_path) + _staging_owner(), dir=parent)
   try:
     # mkdtemp makes a 0700 folder; the export gets what os.makedirs would give it.
     os.chmod(staging, 0o777 & ~atomic_io.current_umask())

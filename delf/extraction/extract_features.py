@@ -20,6 +20,10 @@ Differences from the reference (all keep its outputs for valid input):
 * ``output_store``: the features go to a sharded HDF5 feature store
   (``delf.feature_store``, ids = basenames) instead of ``.delf`` files; ids already
   stored are skipped, each shard process writes its own files.
+* Skip-existing never keeps another config's outputs: the output folder records the
+  config and model (``extraction_config.json``, see ``output_config``); a different
+  one is refused unless ``--noskip_existing`` re-extracts. ``max_feature_num <= 0`` is
+  refused. A truncated image is still extracted (KB-46) but reported.
 """
 
 from __future__ import annotations
@@ -33,8 +37,8 @@ from collections.abc import Iterator
 import numpy as np
 
 from delf import feature_io, feature_store
-from delf.extraction import batching, config_io
-from delf.extraction.image_io import RgbLoader
+from delf.extraction import batching, config_io, output_config
+from delf.extraction.image_io import RgbLoader, truncation
 from delf.progress import ProgressReporter
 
 DELG_SCRIPT = "scripts/extract_delg_features.py"
@@ -102,6 +106,9 @@ def _store_id(image_path: str) -> str:
 
 
 def _load_and_prepare(extractor, path: str):
+  problem = truncation(path)
+  if problem:  # Still extracted, as the reference does (KB-46), but said.
+    print(f"Warning: {path}: {problem}", file=sys.stderr, flush=True)
   image = np.array(RgbLoader(path))
   return extractor.prepare(image)
 
@@ -136,6 +143,16 @@ def extract_features(config: ExtractFeaturesConfig) -> int:
       f"local features (.delf) only; for global descriptors use {DELG_SCRIPT}"
     )
     return 1
+  max_feature_num = delf_config.delf_local_config.max_feature_num
+  if max_feature_num <= 0:
+    _error(
+      f"{config.config_path}: delf_local_config.max_feature_num must be > 0, got "
+      f"{max_feature_num} (every .delf file would be empty)"
+    )
+    return 1
+  if os.path.exists(config.output_dir) and not os.path.isdir(config.output_dir):
+    _error(f"--output_dir={config.output_dir} is a file, not a directory")
+    return 1
   try:
     image_paths = read_image_list(config.list_images_path)
   except OSError as e:
@@ -156,9 +173,12 @@ def extract_features(config: ExtractFeaturesConfig) -> int:
     for i, path in enumerate(image_paths)
     if i % config.num_shards == config.shard_index and i not in duplicates
   ]
+  record = output_config.record_for(delf_config)
   store = None
-  if config.output_store:
-    try:
+  stale_before = None
+  try:
+    if config.output_store:
+      output_config.check_store(config.output_store, record)
       store = feature_store.StoreWriter(
         config.output_store,
         shard_index=config.shard_index,
@@ -167,19 +187,25 @@ def extract_features(config: ExtractFeaturesConfig) -> int:
         dtype=config.store_dtype,
         has_global=False,
       )
-    except (OSError, ValueError) as e:
-      _error(str(e))
-      return 1
-  else:
-    os.makedirs(config.output_dir, exist_ok=True)
+    else:
+      os.makedirs(config.output_dir, exist_ok=True)
+      stale_before = output_config.prepare(config.output_dir, record, config.skip_existing)
+  except (OSError, ValueError) as e:  # ConfigChangedError: another config's files
+    _error(str(e))
+    return 1
+
+  def done_already(path: str) -> bool:
+    if store is not None:
+      return _store_id(path) in store
+    output = output_path_for(path, config.output_dir)
+    if not config.skip_existing or not os.path.exists(output):
+      return False
+    # After an interrupted --noskip_existing run, older files are the old config's.
+    return stale_before is None or os.path.getmtime(output) >= stale_before
 
   todo = []
   for path in image_paths:
-    if store is not None:
-      done = _store_id(path) in store
-    else:
-      done = config.skip_existing and os.path.exists(output_path_for(path, config.output_dir))
-    if done:
+    if done_already(path):
       print(f"Skipping {path}")
     else:
       todo.append(path)
@@ -188,8 +214,13 @@ def extract_features(config: ExtractFeaturesConfig) -> int:
   if not todo:
     if store is not None:
       store.close()
+    elif not colliding and config.num_shards == 1:
+      output_config.finish(config.output_dir, record)
     return 1 if colliding else 0
 
+  from delf import tf_startup
+
+  tf_startup.import_tensorflow()  # quietly, unless --verbosity asks otherwise
   from delf.extraction import extractor as extractor_lib  # Imports TensorFlow.
 
   try:
@@ -247,7 +278,8 @@ def extract_features(config: ExtractFeaturesConfig) -> int:
         f"Warning: no local features for {path}: no attention score reached "
         f"score_threshold {threshold:g} in {config.config_path}{highest}. The threshold is "
         "on the model's raw attention scale (not a probability); lower it for this model "
-        "(scripts/calibrate_attention.py prints the model's score distribution).",
+        "(scripts/calibrate_attention.py prints the model's score distribution), then "
+        "rerun with --noskip_existing to replace the files written with this threshold.",
         file=sys.stderr,
       )
     progress.update()
@@ -262,4 +294,6 @@ def extract_features(config: ExtractFeaturesConfig) -> int:
     summary += f", {len(failed)} failed: {', '.join(failed[:10])}"
     summary += " ..." if len(failed) > 10 else ""
   print(summary, flush=True)
+  if store is None and not failed and config.num_shards == 1:
+    output_config.finish(config.output_dir, record)
   return 1 if failed else 0

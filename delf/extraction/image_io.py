@@ -16,6 +16,33 @@ from PIL import Image, ImageFile
 ImageFile.LOAD_TRUNCATED_IMAGES = True
 
 
+_JPEG_START, _JPEG_END = b"\xff\xd8", b"\xff\xd9"
+_PNG_START, _PNG_END = b"\x89PNG", b"IEND"
+_TAIL = 64
+
+
+def truncation(path: str | os.PathLike) -> str | None:
+  """Says why a JPEG or PNG file looks cut short (no end marker), or None.
+
+  Such files still decode here (KB-46: the missing part is grey), but the features
+  of a partly grey image are worth a warning.
+  """
+  try:
+    with open(path, "rb") as f:
+      head = f.read(4)
+      f.seek(0, os.SEEK_END)
+      size = f.tell()
+      f.seek(max(0, size - _TAIL))
+      tail = f.read()
+  except OSError:
+    return None  # the loader reports unreadable files
+  if head.startswith(_JPEG_START) and _JPEG_END not in tail:
+    return "truncated JPEG (no end-of-image marker); extracted with its missing part grey"
+  if head.startswith(_PNG_START) and _PNG_END not in tail:
+    return "truncated PNG (no IEND chunk); extracted with its missing part grey"
+  return None
+
+
 def RgbLoader(path: str | os.PathLike) -> Image.Image:
   """Opens an image file and returns it as an RGB PIL image (fully decoded).
 

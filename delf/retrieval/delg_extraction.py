@@ -25,6 +25,11 @@ not yet stored); ``num_shards`` / ``shard_index`` split the list (image i goes t
 shard ``i % num_shards``) for array jobs; ``list_images_path`` takes the images
 from a list of paths (e.g. a GLDv2 split; ids = file names without extension, no
 cropping) instead of a ground-truth file.
+
+Issue 8: the output folder records the config and model (``extraction_config.json``,
+as ``extract_features`` does), so skipping existing files never keeps another
+config's features; a changed config is refused unless ``skip_existing`` is off (a
+store refuses another config outright).
 """
 
 from __future__ import annotations
@@ -67,6 +72,7 @@ class DelgExtractionConfig:
   num_shards: int = 1
   shard_index: int = 0
   list_images_path: str = ""
+  skip_existing: bool = True
 
 
 @dataclasses.dataclass
@@ -163,8 +169,13 @@ def extract_delg_features(
     image_paths = [os.path.join(config.images_dir, name + IMAGE_EXTENSION) for name in image_list]
   print(f"done! Found {len(image_list)} images", file=out)
   positions = [i for i in range(len(image_list)) if i % config.num_shards == config.shard_index]
+  from delf.extraction import output_config
+
+  record = output_config.record_for(delf_config)
   store = None
+  stale_before = None
   if config.output_store:
+    output_config.check_store(config.output_store, record)
     store = feature_store.StoreWriter(
       config.output_store,
       shard_index=config.shard_index,
@@ -175,11 +186,16 @@ def extract_delg_features(
       has_local=want_local,
     )
   else:
+    if os.path.exists(config.output_features_dir) and not os.path.isdir(config.output_features_dir):
+      raise ValueError(
+        f"--output_features_dir={config.output_features_dir} is a file, not a directory"
+      )
     os.makedirs(config.output_features_dir, exist_ok=True)
+    stale_before = output_config.prepare(config.output_features_dir, record, config.skip_existing)
   try:
     summary = _ExtractImages(
       config, delf_config, extractor_fn, image_loader, image_list, image_paths, positions,
-      ground_truth if is_query else None, store, want_global, want_local, out,
+      ground_truth if is_query else None, store, stale_before, want_global, want_local, out,
     )  # fmt: skip
   except BaseException:
     if store is not None:
@@ -187,7 +203,16 @@ def extract_delg_features(
     raise
   if store is not None:
     store.close()
+  elif not summary.failed and config.num_shards == 1:
+    output_config.finish(config.output_features_dir, record)
   return summary
+
+
+def _done_already(path: str, skip_existing: bool, stale_before: float | None) -> bool:
+  if not skip_existing or not os.path.exists(path):
+    return False
+  # After an interrupted --noskip_existing run, older files are the old config's.
+  return stale_before is None or os.path.getmtime(path) >= stale_before
 
 
 def _ReadImageList(path: str) -> list[str]:
@@ -210,6 +235,7 @@ def _ExtractImages(
   positions: Sequence[int],
   ground_truth: Sequence[dict] | None,
   store: feature_store.StoreWriter | None,
+  stale_before: float | None,
   want_global: bool,
   want_local: bool,
   out: TextIO,
@@ -229,9 +255,9 @@ def _ExtractImages(
     if store is not None:
       done = name in store
     else:
-      done = (not want_global or os.path.exists(global_path)) and (
-        not want_local or os.path.exists(local_path)
-      )
+      done = (
+        not want_global or _done_already(global_path, config.skip_existing, stale_before)
+      ) and (not want_local or _done_already(local_path, config.skip_existing, stale_before))
     if done:
       summary.num_skipped += 1
       progress.update()
@@ -267,7 +293,7 @@ def _ExtractImages(
       if descriptor.size == 0:
         print(
           f"WARNING: {image_path}: empty global descriptor (image too small); "
-          "perform_retrieval will use a zero vector (KB-39)",
+          "perform_retrieval stops on it unless --allow_missing_features (KB-39)",
           file=out,
         )
         summary.empty_global.append(image_path)

@@ -11,6 +11,10 @@ Example::
     mAP=70.0
     mP@k[1 5] [100.  80.]
     mR@k[1 5] [50. 80.]
+
+Ours: a run with ``--allow_missing_features`` that had to rank images without
+features adds ``# ...`` lines at the end saying how many; the reader skips them
+(the reference's reader would reject such a file, whose metrics are not comparable).
 """
 
 from __future__ import annotations
@@ -64,11 +68,15 @@ def SaveMetricsFile(
   mean_recalls: Mapping[str, Sequence[float]],
   pr_ranks: Sequence[int],
   output_path: str,
+  notes: Sequence[str] = (),
 ) -> None:
-  """Writes ``metrics.txt`` atomically (see the module docstring for the format)."""
-  atomic_io.write_text_atomic(
-    output_path, FormatMetrics(mean_average_precision, mean_precisions, mean_recalls, pr_ranks)
-  )
+  """Writes ``metrics.txt`` atomically (see the module docstring for the format).
+
+  ``notes`` become ``# `` lines after the metrics (none: the reference's exact format).
+  """
+  text = FormatMetrics(mean_average_precision, mean_precisions, mean_recalls, pr_ranks)
+  text += "".join(f"# {note}\n" for note in notes)
+  atomic_io.write_text_atomic(output_path, text)
 
 
 def _ParseBracket(path: str, line: str, prefix: str, index: int) -> list[str]:
@@ -95,7 +103,7 @@ def ReadMetricsFile(
   """
   path = os.fspath(metrics_path)
   with open(path, encoding="utf-8") as f:
-    lines = [line.rstrip() for line in f]
+    lines = [line.rstrip() for line in f if not line.startswith("#")]
   if len(lines) % 4:
     raise ValueError(
       f"Malformed input {path}: number of lines must be a multiple of 4, but it is {len(lines)}"

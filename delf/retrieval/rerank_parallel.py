@@ -64,6 +64,17 @@ class FeatureSource:
 
     return read_file
 
+  def missing(self, image_ids: Iterable[str]) -> dict[str, str]:
+    """``{describe(id): reason}`` for the ids whose local features are absent."""
+    if self.is_store:
+      with feature_store.FeatureStore(self.path) as store:
+        return {self.describe(i): "not in the store" for i in image_ids if i not in store}
+    return {
+      self.describe(i): "file not found"
+      for i in image_ids
+      if not os.path.exists(os.path.join(self.path, i + self.extension))
+    }
+
   def describe(self, image_id: str) -> str:
     if self.is_store:
       return f"{self.path}[{image_id}]"

@@ -9,10 +9,13 @@ Differences from the reference:
 
 * KB-52: the global ranking is a stable descending sort (exact ties keep
   ascending index id), not NumPy's default sort.
-* KB-39: a missing or wrong-sized global descriptor (e.g. the empty descriptor
-  of a tiny image) is reported with its file name and replaced by a zero vector
-  (similarity 0, ranked last) instead of crashing the stacking step.
-* KB-41: a missing local-feature file counts as 0 inliers and is reported.
+* KB-39/KB-41, issue 8: a missing or wrong-sized global descriptor (e.g. the empty
+  descriptor of a tiny image) or a missing/unreadable local-feature file is an
+  error naming the files, before any metric is written (the reference crashed; an
+  earlier version of ours quietly used zero vectors, which lowers mAP without
+  saying why). With ``allow_missing_features`` (``--allow_missing_features``) they
+  are reported, replaced by a zero vector (similarity 0, ranked last) or counted as
+  0 inliers, and ``metrics.txt`` ends with ``#`` lines saying how many.
 * Each distinct (query, index image) pair is verified once for both protocols
   and each feature file is read once (see ``reranking``); the output is the same.
   Verification runs in ``num_workers`` processes (``rerank_parallel``), with the
@@ -80,6 +83,8 @@ class RetrievalConfig:
   query_expansion_alpha: float = 3.0
   dba_top_n: int = 0
   dba_alpha: float = 3.0
+  # Issue 8: rank images without usable features last instead of stopping.
+  allow_missing_features: bool = False
 
 
 @dataclasses.dataclass
@@ -201,6 +206,46 @@ def _LoadGlobalDescriptorsFromStore(
   return descriptors, problems
 
 
+class MissingFeaturesError(ValueError):
+  """Feature files are missing or malformed and --allow_missing_features is not set."""
+
+
+def _MissingFeaturesMessage(what: str, problems: dict[str, str]) -> str:
+  items = sorted(problems.items())
+  shown = ", ".join(f"{path} ({problem})" for path, problem in items[:3])
+  more = f" and {len(items) - 3} more" if len(items) > 3 else ""
+  return (
+    f"{len(items)} {what} missing or malformed: {shown}{more}; extract them again "
+    "(extract_delg_features.py), or pass --allow_missing_features to rank such images "
+    "last (the metrics file then says how many)"
+  )
+
+
+def _MissingLocalFeatures(
+  config: RetrievalConfig,
+  query_list: Sequence[str],
+  index_list: Sequence[str],
+  ranks: np.ndarray,
+  protocols: dict[str, list[dict]],
+) -> dict[str, str]:
+  """Local features the re-ranking will read that do not exist (checked up front)."""
+  needed: set[str] = set()
+  for protocol_ground_truth in protocols.values():
+    for i in range(len(query_list)):
+      needed.update(
+        index_list[j]
+        for j in reranking.RerankingCandidates(ranks[i], protocol_ground_truth[i]["junk"])
+      )
+  query_source = rerank_parallel.FeatureSource(config.query_features_dir, LOCAL_FEATURE_EXTENSION)
+  index_source = rerank_parallel.FeatureSource(config.index_features_dir, LOCAL_FEATURE_EXTENSION)
+  return {**query_source.missing(query_list), **index_source.missing(sorted(needed))}
+
+
+def _RaiseIfMissingGlobal(config: RetrievalConfig, bad_global: dict[str, str]) -> None:
+  if bad_global and not config.allow_missing_features:
+    raise MissingFeaturesError(_MissingFeaturesMessage("global descriptor file(s)", bad_global))
+
+
 def _ReportProblems(title: str, problems: dict[str, str], out: TextIO) -> None:
   if not problems:
     return
@@ -258,6 +303,7 @@ def perform_retrieval(config: RetrievalConfig, out: TextIO | None = None) -> Ret
   if config.index_path:
     similarities, ranks_before_gv, index_names = _RankWithIndex(config, query_global, index_list)
     bad_global = query_problems
+    _RaiseIfMissingGlobal(config, bad_global)
   else:
     index_global, index_problems = LoadGlobalDescriptors(
       config.index_features_dir,
@@ -267,6 +313,7 @@ def perform_retrieval(config: RetrievalConfig, out: TextIO | None = None) -> Ret
       out=out,
     )
     bad_global = {**query_problems, **index_problems}
+    _RaiseIfMissingGlobal(config, bad_global)
     if config.dba_top_n:
       print(
         f"Database-side augmentation: top {config.dba_top_n}, alpha {config.dba_alpha}", file=out
@@ -310,9 +357,19 @@ def perform_retrieval(config: RetrievalConfig, out: TextIO | None = None) -> Ret
   ranks_after_gv: dict[str, np.ndarray] = {}
   report = reranking.VerificationReport()
   if config.use_geometric_verification:
+    if not config.allow_missing_features:
+      missing_local = _MissingLocalFeatures(
+        config, query_list, index_names, ranks_before_gv, protocols
+      )
+      if missing_local:
+        raise MissingFeaturesError(_MissingFeaturesMessage("local-feature file(s)", missing_local))
     ranks_after_gv = _Rerank(
       config, query_list, index_names, similarities, ranks_before_gv, protocols, report, out
     )
+    if report.unreadable and not config.allow_missing_features:
+      raise MissingFeaturesError(
+        _MissingFeaturesMessage("local-feature file(s)", dict(report.unreadable))
+      )
     _ReportProblems(
       "local-feature file(s) missing or unreadable, counted as 0 inliers (KB-41):",
       report.unreadable,
@@ -328,8 +385,19 @@ def perform_retrieval(config: RetrievalConfig, out: TextIO | None = None) -> Ret
 
   os.makedirs(config.output_dir, exist_ok=True)
   metrics_path = os.path.join(config.output_dir, METRICS_FILENAME)
+  notes = []
+  if bad_global:
+    notes.append(
+      f"{len(bad_global)} of {num_query_images + num_index_images} global descriptor files "
+      "were missing or malformed and replaced by zero vectors (--allow_missing_features)"
+    )
+  if report.unreadable:
+    notes.append(
+      f"{len(report.unreadable)} local-feature files were missing or unreadable and counted "
+      "as 0 inliers (--allow_missing_features)"
+    )
   metrics_file.SaveMetricsFile(
-    mean_average_precision, mean_precisions, mean_recalls, PR_RANKS, metrics_path
+    mean_average_precision, mean_precisions, mean_recalls, PR_RANKS, metrics_path, notes=notes
   )
   print(f"Wrote {metrics_path}", file=out)
   return RetrievalResult(

@@ -22,9 +22,11 @@ EVAL_EXAMPLES = 50000
 class TrainingConfig:
   """Everything ``delf.training.loop.train`` needs; field names follow the train.py flags.
 
-  ``report_interval``, ``eval_interval``, ``save_interval`` and ``num_eval_batches``
-  are the reference's constants (not flags); ``num_eval_batches=None`` means
-  ``int(50000 / batch_size)``. ``block_counts``/``width_factor`` select a smaller
+  ``report_interval`` and ``num_eval_batches`` are the reference's constants (not
+  flags); ``eval_interval``, ``save_interval`` and ``num_eval_examples`` are flags
+  whose defaults are the reference's constants. ``num_eval_batches=None`` means
+  ``int(num_eval_examples / batch_size)``; validation never goes beyond one pass over
+  the validation split when its size is known. ``block_counts``/``width_factor`` select a smaller
   backbone (tests, experiments); the defaults give ResNet-50.
   """
 
@@ -65,6 +67,7 @@ class TrainingConfig:
   # Fused momentum-SGD kernel and clipping folded into it (delf.training.optimizer);
   # False runs Keras's SGD and tf.clip_by_global_norm (the same mathematics, slower).
   fused_updates: bool = True
+  num_eval_examples: int = EVAL_EXAMPLES
 
   def __post_init__(self):
     def check(ok: bool, message: str) -> None:
@@ -90,8 +93,8 @@ class TrainingConfig:
       not (self.init_from and self.imagenet_checkpoint),
       "--init_from and --imagenet_checkpoint exclude each other (init_from loads the backbone too)",
     )
-    for name in ("report_interval", "eval_interval", "save_interval"):
-      check(getattr(self, name) >= 1, f"{name} must be >= 1")
+    for name in ("report_interval", "eval_interval", "save_interval", "num_eval_examples"):
+      check(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
     object.__setattr__(self, "block_counts", tuple(int(n) for n in self.block_counts))
 
   def resolved(self) -> TrainingConfig:
@@ -108,7 +111,7 @@ class TrainingConfig:
       )
     if config.num_eval_batches is None:
       config = dataclasses.replace(
-        config, num_eval_batches=max(1, int(EVAL_EXAMPLES / config.batch_size))
+        config, num_eval_batches=max(1, int(config.num_eval_examples / config.batch_size))
       )
     return config
 

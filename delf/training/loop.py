@@ -25,6 +25,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import shutil
 import time
 
@@ -32,17 +33,46 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from delf import atomic_io
-from delf.progress import format_duration
+from delf import atomic_io, run_lock
+from delf.progress import ProgressReporter, format_duration
 from delf.training import checkpoints, distribution, losses, summaries
 from delf.training import optimizer as optimizer_lib
 from delf.training.config import CLIP_NORM, MOMENTUM, TrainingConfig
 from delf.training.distribution import make_strategy
 from delf.training.labels import label_error_message, resolve_num_classes
 
+LOCK_FILENAME = ".train.lock"
+
 
 class TrainingError(ValueError):
   """A user-facing, one-line reason why training stopped."""
+
+
+def damaged_shard_message(files: list[str], split: str, error: Exception) -> str:
+  """One line naming the damaged TFRecord file and offset behind TensorFlow's DataLossError."""
+  from delf.data import tfrecord
+
+  text = getattr(error, "message", None) or str(error)
+  match = re.search(r"(truncated|corrupted) record at (\d+)", text)
+  offset = int(match.group(2)) if match else None
+  found = None
+  for path in files:
+    damage = None if "://" in path else tfrecord.find_damage(path, offset)
+    if damage and (offset is None or offset in (damage[0], damage[0] + 12)):
+      found = (path, damage[1])
+      break
+    if damage and found is None:
+      found = (path, damage[1])
+  what = match.group(0) if match else text.strip().splitlines()[-1][:200]
+  if found is None:
+    return (
+      f"a {split} TFRecord file is damaged ({what}), but none of the "
+      f"{len(files)} matching files could be identified; rebuild the dataset"
+    )
+  return (
+    f"damaged {split} TFRecord shard {found[0]}: {found[1]}; rebuild the dataset "
+    "(build_image_dataset.py) or remove this shard from the pattern"
+  )
 
 
 @dataclasses.dataclass
@@ -152,10 +182,54 @@ class _Trainer:
     else:
       self.writer = tf.summary.create_noop_writer()
 
+  def _check_shards(self) -> None:
+    """Refuses shards that are not one complete build, or that hold no example (issue 8)."""
+    from delf.data import metadata
+
+    config = self.config
+    self.shard_files = {}
+    sizes = {}
+    for split, pattern in (
+      ("train", config.train_file_pattern),
+      ("validation", config.validation_file_pattern),
+    ):
+      files = sorted(tf.io.gfile.glob(pattern))
+      if not files:
+        raise TrainingError(f"no TFRecord files match --{split}_file_pattern={pattern!r}")
+      flag = f"--{split}_file_pattern={pattern}"
+      try:
+        shards = metadata.verify_shards(files, flag)
+      except ValueError as e:
+        raise TrainingError(str(e)) from None
+      if shards.num_examples == 0:
+        raise TrainingError(
+          f"the {len(files)} file(s) matching {flag} hold no examples; build the dataset "
+          "again (build_image_dataset.py) or fix the pattern"
+        )
+      self.shard_files[split] = files
+      sizes[split] = shards.num_examples
+    both = sorted(set(self.shard_files["train"]) & set(self.shard_files["validation"]))
+    if both:
+      raise TrainingError(
+        f"{both[0]} is matched by both --train_file_pattern and --validation_file_pattern "
+        "(validation images would also train); make the patterns disjoint"
+      )
+    self.validation_size = sizes["validation"]
+    print(
+      "Data: "
+      + ", ".join(
+        f"{split} {'?' if sizes[split] is None else sizes[split]} examples in "
+        f"{len(self.shard_files[split])} file(s)"
+        for split in ("train", "validation")
+      ),
+      flush=True,
+    )
+
   def _make_datasets(self) -> None:
     from delf.data.pipeline import create_dataset
 
     config = self.config
+    self._check_shards()
     try:
       train = create_dataset(
         config.train_file_pattern,
@@ -177,6 +251,22 @@ class _Trainer:
       raise TrainingError(str(e)) from None
     self.train_iterator = iter(train)
     self.validation_iterator = None
+    self._eval_remainder = None
+    self.validation_pass = None
+    if self.validation_size is not None and (
+      self.validation_size <= config.num_eval_batches * config.batch_size
+    ):
+      # The split is smaller than what a validation reads: one exact pass instead of
+      # num_eval_batches batches of the repeated stream (50000 / batch_size by default).
+      self.validation_pass = create_dataset(
+        config.validation_file_pattern,
+        image_size=config.image_size,
+        batch_size=config.batch_size,
+        augmentation=False,
+        seed=config.seed,
+        include_ids=True,
+        repeat=False,
+      )
 
   # ---- graph functions -------------------------------------------------------------------
 
@@ -270,10 +360,20 @@ class _Trainer:
         )
       )
 
-  def _next_batch(self, iterator, split: str):
-    images, labels, ids = next(iterator)
+  def _next_batch(self, iterator, split: str, distribute: bool = True):
+    try:
+      images, labels, ids = next(iterator)
+    except StopIteration:
+      raise TrainingError(
+        f"the {split} files ({len(self.shard_files[split])} matching --{split}_file_pattern) "
+        "hold no examples"
+      ) from None
+    except tf.errors.DataLossError as e:
+      raise TrainingError(damaged_shard_message(self.shard_files[split], split, e)) from None
     self._check_labels(labels.numpy(), ids.numpy(), split)
     gb = self.config.batch_size
+    if not distribute:
+      return images, labels, ids
     return (
       distribution.distribute(self.strategy, images, gb),
       distribution.distribute(self.strategy, labels, gb),
@@ -355,26 +455,63 @@ class _Trainer:
       checkpoints.write_model_config(self.model, self.config.logdir)
 
   def validate(self, step: int) -> dict:
-    if self.validation_iterator is None:
-      self.validation_iterator = iter(self.validation_dataset)
+    config = self.config
+    if self.validation_pass is not None:
+      # One exact pass over the whole (small) validation split.
+      iterator = iter(self.validation_pass)
+      n = -(-self.validation_size // config.batch_size)
+      total_examples = self.validation_size
+    else:
+      if self.validation_iterator is None:
+        self.validation_iterator = iter(self.validation_dataset)
+      iterator = self.validation_iterator
+      n = config.num_eval_batches
+      total_examples = n * config.batch_size
     totals = {"desc_loss": 0.0, "attn_loss": 0.0, "desc_correct": 0.0, "attn_correct": 0.0}
-    n = self.config.num_eval_batches
+    print(
+      f"validation at step {step}: {total_examples} images in {n} batches"
+      + (" (one pass over the validation split)" if self.validation_pass is not None else ""),
+      flush=True,
+    )
+    progress = ProgressReporter(
+      f"validation at step {step}", total_examples, "images", every_items=10**9
+    )
+    examples = 0
     for _ in range(n):
-      images, labels, _ = self._next_batch(self.validation_iterator, "validation")
-      for key, value in self._eval_step(images, labels).items():
+      images, labels, ids = self._next_batch(iterator, "validation", distribute=False)
+      if int(ids.shape[0]) == config.batch_size or self.replicas == 1:
+        gb = config.batch_size
+        values = self._eval_step(
+          distribution.distribute(self.strategy, images, gb),
+          distribution.distribute(self.strategy, labels, gb),
+        )
+      else:
+        # The last, smaller batch of an exact pass: some replicas would get no example
+        # (which the model cannot run on), so it runs once, outside the replicas.
+        if self._eval_remainder is None:
+          self._eval_remainder = tf.function(self._replica_eval_step)
+        with self.strategy.scope():
+          values = self._eval_remainder(images, labels)
+      for key, value in values.items():
         totals[key] += float(value)
-    examples = n * self.config.batch_size
+      examples += int(ids.shape[0])
+      progress.update(int(ids.shape[0]))
+    # Losses are sums divided by the global batch size: back to a mean per example.
+    loss_scale = config.batch_size / examples
     result = {
       "step": step,
       "validation/desc": totals["desc_correct"] / examples,
       "validation/attn": totals["attn_correct"] / examples,
-      "validation_loss/desc": totals["desc_loss"] / n,
-      "validation_loss/attn": totals["attn_loss"] / n,
+      "validation_loss/desc": totals["desc_loss"] * loss_scale,
+      "validation_loss/attn": totals["attn_loss"] * loss_scale,
+      "examples": examples,
     }
     with self.writer.as_default():
-      summaries.write_scalars({k: v for k, v in result.items() if k != "step"}, step)
+      summaries.write_scalars(
+        {k: v for k, v in result.items() if k not in ("step", "examples")}, step
+      )
     print(
-      f"validation at step {step}: accuracy desc {result['validation/desc']:.4f} "
+      f"validation at step {step} ({examples} images): accuracy desc {result['validation/desc']:.4f} "
       f"attn {result['validation/attn']:.4f}, loss desc {result['validation_loss/desc']:.4f} "
       f"attn {result['validation_loss/attn']:.4f}",
       flush=True,
@@ -397,11 +534,7 @@ class _Trainer:
     steady = None  # (time, step) after the first report: excludes tracing.
     skipped = 0
     while step < config.max_iters:
-      try:
-        images, labels, ids = self._next_batch(self.train_iterator, "train")
-      except StopIteration:
-        print("End of training data", flush=True)
-        break
+      images, labels, ids = self._next_batch(self.train_iterator, "train")
       if not result.first_batch_ids:
         result.first_batch_ids = [i.decode("utf8") for i in ids.numpy()]
       lr = self._set_learning_rate(step)
@@ -486,6 +619,16 @@ class _Trainer:
       summaries.write_images(local(batch_images)[0], local(prob)[0], step)
 
 
+def _logdir_lock(config: TrainingConfig, strategy) -> run_lock.RunLock:
+  """One run per logdir (per worker folder): a second run would write the same checkpoints."""
+  work_dir = distribution.worker_dir(strategy, config.logdir) if strategy else config.logdir
+  os.makedirs(work_dir, exist_ok=True)
+  try:
+    return run_lock.acquire(os.path.join(work_dir, LOCK_FILENAME), f"--logdir={config.logdir}")
+  except run_lock.LockedError as e:
+    raise TrainingError(str(e)) from None
+
+
 def train(config: TrainingConfig) -> TrainingResult:
   """Trains DELF/DELG as configured; returns what was done.
 
@@ -494,6 +637,8 @@ def train(config: TrainingConfig) -> TrainingResult:
       missing data, checkpoint mismatch). ``ValueError`` for bad ImageNet files.
   """
   config = config.resolved()
+  if os.path.exists(config.logdir) and not os.path.isdir(config.logdir):
+    raise TrainingError(f"--logdir={config.logdir} is a file, not a directory")
   os.makedirs(config.logdir, exist_ok=True)
   if config.strategy == "multi_worker_mirrored":
     strategy = make_strategy(config.strategy)  # before any other TF call
@@ -508,7 +653,8 @@ def train(config: TrainingConfig) -> TrainingResult:
     if config.debug:
       tf.config.run_functions_eagerly(True)
       print(f"debug: {len(tf.config.list_logical_devices())} logical devices", flush=True)
-    return _Trainer(config, strategy).run()
+    with _logdir_lock(config, strategy):
+      return _Trainer(config, strategy).run()
   finally:
     keras.mixed_precision.set_global_policy(previous_policy)
     tf.config.run_functions_eagerly(previous_eager)
