@@ -28,7 +28,9 @@ from fidelity.compare import Row
 from fidelity.runner import Context, quiet_stderr, side_by_side
 
 # Files only our build writes (beyond the reference, documented in the README).
-OUR_EXTRA_FILES = {"skipped_images.csv", "dataset_metadata.json"}
+# Ours beyond the reference: the skipped-image list, the manifest, and the lock file that
+# keeps two builds out of one folder (issue 8; empty, left in place like any flock file).
+OUR_EXTRA_FILES = {"skipped_images.csv", "dataset_metadata.json", ".build_image_dataset.lock"}
 
 
 def build_flags(dataset: str, output: str, mode: str) -> list[str]:
