@@ -27,7 +27,8 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string(
   "ckpt_path",
   "/tmp/delf/delf_weights",
-  "Checkpoint written by training: <logdir>/delf_weights (the .index/.data-* prefix).",
+  "Checkpoint written by training: <logdir>/delf_weights (the .index/.data-* prefix); the "
+  "reference's <logdir>/delf_weights or <logdir>/delf_tf2-ckpt/ckpt-N are read too.",
 )
 flags.DEFINE_string("export_path", None, "Directory to create for the SavedModel (must not exist).")
 flags.DEFINE_boolean(
