@@ -122,8 +122,11 @@ def save_homography(path: str | os.PathLike, homography: np.ndarray, **extra) ->
   matrix = np.asarray(homography, dtype=np.float64)
   if matrix.shape != (3, 3):
     raise ValueError(f"a homography is 3x3, got shape {list(matrix.shape)}")
-  data = {"homography": matrix.tolist(), **extra}
-  atomic_io.write_text_atomic(path, json.dumps(data, indent=2) + "\n")
+  # One matrix row per line, the rest as usual: readable, and still plain JSON.
+  rows = ",\n".join(f"    {json.dumps(row)}" for row in matrix.tolist())
+  lines = [f'  "homography": [\n{rows}\n  ]']
+  lines += [f"  {json.dumps(key)}: {json.dumps(value)}" for key, value in extra.items()]
+  atomic_io.write_text_atomic(path, "{\n" + ",\n".join(lines) + "\n}\n")
 
 
 def project_xy(homography: np.ndarray, points_xy: np.ndarray) -> np.ndarray:

@@ -50,18 +50,17 @@ class ViewGeometry:
 
 def write_view_homographies(root: str | os.PathLike, views: dict[str, ViewGeometry]) -> None:
   """Writes ``<root>/view_homographies.json`` atomically (ids in the given order)."""
-  data = {
-    "convention": CONVENTION,
-    "views": {
-      image_id: {
-        "split": view.split,
-        "landmark_id": int(view.landmark_id),
-        "homography": np.asarray(view.homography, dtype=np.float64).tolist(),
-      }
-      for image_id, view in views.items()
-    },
-  }
-  atomic_io.write_text_atomic(pathlib.Path(root, FILENAME), json.dumps(data, indent=1) + "\n")
+  lines = []
+  for image_id, view in views.items():
+    entry = {
+      "split": view.split,
+      "landmark_id": int(view.landmark_id),
+      "homography": np.asarray(view.homography, dtype=np.float64).tolist(),
+    }
+    lines.append(f"  {json.dumps(image_id)}: {json.dumps(entry)}")
+  # One view per line: plain JSON that stays readable (and diffable) for ~100 images.
+  text = f'{{"convention": {json.dumps(CONVENTION)},\n "views": {{\n' + ",\n".join(lines) + "\n}}\n"
+  atomic_io.write_text_atomic(pathlib.Path(root, FILENAME), text)
 
 
 def read_view_homographies(root: str | os.PathLike) -> dict[str, ViewGeometry]:
