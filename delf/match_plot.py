@@ -99,9 +99,19 @@ def plot_matches(
     # Wrong inliers last, so that no correct line hides them.
     order = [i for i in np.flatnonzero(inliers) if colors[i] != WRONG_COLOR]
     order += [i for i in np.flatnonzero(inliers) if colors[i] == WRONG_COLOR]
+    # Against a ground truth the lines get a thin dark outline, so that green and red
+    # stay visible on any photo (the graffiti pair is mostly red).
+    style = {"linewidth": 0.8}
+    if check is not None:
+      from matplotlib import patheffects
+
+      style = {
+        "linewidth": 1.0,
+        "path_effects": [patheffects.withStroke(linewidth=2.0, foreground="black", alpha=0.6)],
+      }
     for i in order:
       p1, p2 = points_1[i], points_2[i]
-      ax.plot((p1[1], p2[1] + offset), (p1[0], p2[0]), "-", color=colors[i], linewidth=0.8)
+      ax.plot((p1[1], p2[1] + offset), (p1[0], p2[0]), "-", color=colors[i], **style)
     ax.set_xlim(0, image_1.shape[1] + image_2.shape[1])
     ax.set_ylim(max(image_1.shape[0], image_2.shape[0]), 0)
     ax.axis("off")
