@@ -155,7 +155,13 @@ def test_script_writes_the_same_as_the_library(tmp_path, capsys):
   info = make_tiny_gldv2(
     tmp_path / "lib", num_landmarks=2, images_per_landmark=3, plant_bad_files=True
   )
-  for rel in ("train/train.csv", "train/train_clean.csv", "test/test.csv", "index/index.csv"):
+  for rel in (
+    "train/train.csv",
+    "train/train_clean.csv",
+    "test/test.csv",
+    "index/index.csv",
+    "view_homographies.json",
+  ):
     assert (tmp_path / "cli" / rel).read_bytes() == (info.root / rel).read_bytes(), rel
 
 
