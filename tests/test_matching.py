@@ -399,3 +399,21 @@ def test_match_images_flag_defaults():
     "homography_path": None,
     "homography_tolerance_px": 10.0,
   }
+
+
+def test_match_images_non_positive_tolerance_is_one_line(tmp_path, capsys):
+  features_1, features_2, _, _ = _synthetic_pair(n=30)
+  paths = _write_case(tmp_path, features_1, features_2)
+  homography_path = tmp_path / "h.json"
+  homography.save_homography(homography_path, AFFINE_XY)
+  code = run_script(
+    "match_images",
+    output_image=str(tmp_path / "o.png"),
+    homography_path=str(homography_path),
+    homography_tolerance_px=0,
+    **paths,
+  )
+  assert code == 1
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and "--homography_tolerance_px must be a positive" in err[0], err
+  assert not (tmp_path / "o.png").exists()
