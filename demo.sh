@@ -59,9 +59,11 @@ if [ ! -d "$OUT/exports/delg" ]; then
 fi
 
 step "5/9 DELF local features of two views of the same landmark"
-# Two test images of the first landmark of the recognition ground truth.
+# Two index images of the first landmark, and their ground-truth homography (the
+# generator knows each view's geometry) for measuring the matches in step 6.
 "$PY" - "$OUT" <<'PYEOF'
 import csv, sys, pathlib
+from delf.data import view_homographies
 out = pathlib.Path(sys.argv[1])
 root = out / "gldv2_dataset"
 rows = list(csv.DictReader(open(root / "index" / "index_image_to_landmark.csv")))
@@ -71,6 +73,11 @@ for row in rows:
 ids = next(v for v in by_landmark.values() if len(v) >= 2)[:2]
 paths = [str(root / "index" / i[0] / i[1] / i[2] / f"{i}.jpg") for i in ids]
 (out / "list_images.txt").write_text("\n".join(paths) + "\n")
+try:
+  view_homographies.write_pair_homography(root, ids[0], ids[1], out / "pair_homography.json")
+except ValueError as e:  # A dataset made by an older version: match without ground truth.
+  (out / "pair_homography.json").unlink(missing_ok=True)
+  print(f"No ground-truth homography for the pair: {e}")
 PYEOF
 sed -e "s|model_path: .*|model_path: \"$OUT/exports/delf_local\"|" \
     -e "s|score_threshold: .*|score_threshold: 0.0|" \
@@ -81,11 +88,17 @@ sed -e "s|model_path: .*|model_path: \"$OUT/exports/delf_local\"|" \
 step "6/9 Match them: KD-tree-equivalent nearest neighbours + affine RANSAC"
 IMAGE_1="$(sed -n 1p "$OUT/list_images.txt")"
 IMAGE_2="$(sed -n 2p "$OUT/list_images.txt")"
+# With the pair's ground-truth homography it also prints how many inliers are correct
+# (within 10 px of their true position) and draws them green, the wrong ones red.
+GROUND_TRUTH=()
+if [ -f "$OUT/pair_homography.json" ]; then
+  GROUND_TRUTH=(--homography_path="$OUT/pair_homography.json")
+fi
 "$PY" scripts/match_images.py \
   --image_1_path="$IMAGE_1" --image_2_path="$IMAGE_2" \
   --features_1_path="$OUT/features/$(basename "${IMAGE_1%.*}").delf" \
   --features_2_path="$OUT/features/$(basename "${IMAGE_2%.*}").delf" \
-  --output_image="$OUT/matched_images.png"
+  --output_image="$OUT/matched_images.png" ${GROUND_TRUTH[@]+"${GROUND_TRUTH[@]}"}
 echo "Picture: $OUT/matched_images.png"
 
 step "7/9 A small Revisited-Oxford-format benchmark (queries with boxes, index, gnd_demo.mat)"

@@ -9,7 +9,10 @@ The output has the layout of ``download_dataset.sh``: ``train/train.csv``,
 ``train/train_clean.csv``, ``train/train_label_to_category.csv``, ``index/index.csv``,
 ``index/index_image_to_landmark.csv``, ``index/index_label_to_category.csv``,
 ``test/test.csv``, ``test/ground_truth/{recognition,retrieval}_solution_v2.1.csv``, and the
-images at ``<split>/<c0>/<c1>/<c2>/<id>.jpg``.
+images at ``<split>/<c0>/<c1>/<c2>/<id>.jpg``. Ours: ``view_homographies.json`` at the root
+records each landmark view's homography (landmark source photo -> image pixels), from which
+``delf.data.view_homographies.write_pair_homography`` makes the ``--homography_path`` file of
+``match_images.py`` for two views of one landmark.
 """
 
 from __future__ import annotations

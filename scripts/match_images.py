@@ -14,6 +14,13 @@ verified with a seeded affine RANSAC (3 samples, 20 px residual threshold, 1000
 trials). Prints the feature counts and `Found <K> inliers`, and saves both images
 side by side with a blue line per inlier (PNG or JPEG by the output extension).
 Does not need TensorFlow.
+
+Ours (an addition to the reference): with --homography_path (a 3x3 ground-truth
+homography mapping (x, y, 1) pixels of image 1 to image 2, as JSON
+{"homography": [[...], [...], [...]]}, 3 lines of 3 numbers, or OpenCV XML), it
+also prints
+  Found <K> inliers; <C> (<P> %) within <T> px of the ground-truth homography
+and draws correct inliers in green and wrong ones in red.
 """
 
 from __future__ import annotations
@@ -53,6 +60,22 @@ _SEED = flags.DEFINE_integer(
   "seed", 0, "Seed of the RANSAC sampling; a fixed seed gives the same inliers every run."
 )
 
+_HOMOGRAPHY_PATH = flags.DEFINE_string(
+  "homography_path",
+  None,
+  "Ours (not in the reference): optional ground-truth homography file, a 3x3 matrix mapping "
+  'pixel (x, y, 1) of image 1 to image 2 (JSON {"homography": [[..],[..],[..]]}, 3 lines '
+  "of 3 numbers, or OpenCV FileStorage XML such as H1to3p.xml). Then also prints how many "
+  "inliers lie within --homography_tolerance_px of their true position and colours correct "
+  "(green) and wrong (red) inliers in the picture.",
+)
+_HOMOGRAPHY_TOLERANCE_PX = flags.DEFINE_float(
+  "homography_tolerance_px",
+  10.0,
+  "Ours: an inlier is correct if its image-2 location is at most this many pixels from the "
+  "ground-truth homography applied to its image-1 location (used with --homography_path).",
+)
+
 
 def main(argv):
   if len(argv) > 1:
@@ -65,6 +88,8 @@ def main(argv):
     output_image=_OUTPUT_IMAGE.value,
     distance_threshold=_DISTANCE_THRESHOLD.value,
     seed=_SEED.value,
+    homography_path=_HOMOGRAPHY_PATH.value,
+    homography_tolerance_px=_HOMOGRAPHY_TOLERANCE_PX.value,
   )
   return match_plot.match_images(config)
 

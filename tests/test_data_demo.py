@@ -1,4 +1,4 @@
-"""Demo GLDv2 data: layout, CSV formats, determinism, and the view renderer's homography."""
+"""Demo GLDv2 data: layout, CSV formats, determinism, the view homographies and pair homographies."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 from skimage import transform
 
-from delf.data import build, demo
+from delf import homography
+from delf.data import build, demo, view_homographies
 from tests.data_fixtures import make_tiny_gldv2
 
 HEX16 = re.compile(r"^[0-9a-f]{16}$")
@@ -154,5 +155,115 @@ def test_script_writes_the_same_as_the_library(tmp_path, capsys):
   info = make_tiny_gldv2(
     tmp_path / "lib", num_landmarks=2, images_per_landmark=3, plant_bad_files=True
   )
-  for rel in ("train/train.csv", "train/train_clean.csv", "test/test.csv", "index/index.csv"):
+  for rel in (
+    "train/train.csv",
+    "train/train_clean.csv",
+    "test/test.csv",
+    "index/index.csv",
+    "view_homographies.json",
+  ):
     assert (tmp_path / "cli" / rel).read_bytes() == (info.root / rel).read_bytes(), rel
+
+
+# ---------------------------------------------------------------------------------------
+# Recorded view homographies and pair homographies (match_images --homography_path)
+
+MARKER_XY = (140.0, 50.0)  # Centre of the magenta disc in the marker landmark, (x, y).
+
+
+def _marker_landmark() -> np.ndarray:
+  """A green landmark photo with one magenta disc (radius 9 px) at MARKER_XY."""
+  image = np.zeros([160, 200, 3], np.uint8)
+  image[:] = (30, 200, 30)
+  ys, xs = np.mgrid[0:160, 0:200]
+  image[(xs - MARKER_XY[0]) ** 2 + (ys - MARKER_XY[1]) ** 2 <= 81] = (230, 30, 230)
+  return image
+
+
+def _find_marker(path) -> tuple[np.ndarray, int]:
+  """(x, y) centroid and area of the largest magenta blob of an image file."""
+  from scipy import ndimage
+
+  with Image.open(path) as image:
+    rgb = np.asarray(image.convert("RGB")).astype(int)
+  mask = (rgb[..., 0] - rgb[..., 1] > 60) & (rgb[..., 2] - rgb[..., 1] > 60)
+  labels, count = ndimage.label(mask)
+  assert count > 0, f"no marker in {path}"
+  sizes = ndimage.sum(mask, labels, range(1, count + 1))
+  largest = int(np.argmax(sizes)) + 1
+  y, x = ndimage.center_of_mass(labels == largest)
+  return np.array([x, y]), int(sizes[largest - 1])
+
+
+def test_pair_homography_maps_a_marked_point_from_view_1_to_view_2(tmp_path, monkeypatch):
+  # The generator renders a landmark with one marked point; in the JPEGs on disk the
+  # marker found in index view 1, mapped by the pair homography, must land on the
+  # marker found in index view 2.
+  monkeypatch.setattr(demo, "_landmark_image", lambda k: _marker_landmark())
+  info = demo.make_demo_dataset(
+    tmp_path,
+    seed=0,
+    num_landmarks=1,
+    images_per_landmark=1,
+    image_size=(192, 256),
+    num_distractors=0,
+  )
+  id_1, id_2 = info.index_ids
+  (found_1, area_1), (found_2, area_2) = (
+    _find_marker(info.path("index", id_1)),
+    _find_marker(info.path("index", id_2)),
+  )
+  assert area_1 > 100 and area_2 > 100  # The disc itself, not a stray pixel.
+  views = view_homographies.read_view_homographies(tmp_path)
+  # Each view's recorded homography puts the marker where the file shows it.
+  for image_id, found in ((id_1, found_1), (id_2, found_2)):
+    predicted = homography.project_xy(views[image_id].homography, [MARKER_XY])[0]
+    assert np.linalg.norm(predicted - found) < 1.0, (image_id, predicted, found)
+  pair = view_homographies.pair_homography(views[id_1], views[id_2])
+  assert np.linalg.norm(homography.project_xy(pair, [found_1])[0] - found_2) < 1.5
+  # The marker moved between the views, and the reverse pair (2 -> 1) misses it: the
+  # check can tell a right mapping from a wrong one.
+  assert np.linalg.norm(found_1 - found_2) > 10
+  reverse = view_homographies.pair_homography(views[id_2], views[id_1])
+  assert np.linalg.norm(homography.project_xy(reverse, [found_1])[0] - found_2) > 10
+
+
+def test_view_homographies_cover_every_landmark_view(tiny):
+  views = view_homographies.read_view_homographies(tiny.root)
+  readable_train = [i for i in tiny.train_clean_ids if i not in tiny.bad_files]
+  noisy_views = [i for i in tiny.noisy_ids if tiny.labels[i] is not None]
+  landmark_index_and_test = [i for i in tiny.index_ids + tiny.test_ids if tiny.labels[i]]
+  assert set(views) == set(readable_train + noisy_views + landmark_index_and_test)
+  for image_id, view in views.items():
+    assert view.landmark_id == tiny.labels[image_id]  # The content, also for noisy images.
+    assert tiny.path(view.split, image_id).is_file()
+    np.testing.assert_array_equal(view.homography, tiny.views[image_id].homography)
+    assert np.isclose(view.homography[2, 2], 1.0)
+
+
+def test_write_pair_homography_for_match_images(tiny, tmp_path):
+  by_landmark = {}
+  for image_id in tiny.index_ids:
+    by_landmark.setdefault(tiny.labels[image_id], []).append(image_id)
+  id_1, id_2 = by_landmark[tiny.landmark_ids[0]][:2]
+  output = tmp_path / "pair_homography.json"
+  written = view_homographies.write_pair_homography(tiny.root, id_1, id_2, output)
+  loaded = homography.load_homography(output)
+  np.testing.assert_array_equal(loaded, written)
+  # H_pair o H_1 = H_2 on the landmark's corners (up to the homogeneous scale).
+  corners = np.array([[0.0, 0.0], [199.0, 0.0], [0.0, 149.0], [120.0, 80.0]])
+  via_1 = homography.project_xy(loaded, homography.project_xy(tiny.views[id_1].homography, corners))
+  np.testing.assert_allclose(
+    via_1, homography.project_xy(tiny.views[id_2].homography, corners), atol=1e-6
+  )
+  other = by_landmark[tiny.landmark_ids[1]][0]
+  with pytest.raises(ValueError, match="different landmarks"):
+    view_homographies.write_pair_homography(tiny.root, id_1, other, tmp_path / "x.json")
+  with pytest.raises(ValueError, match="no recorded homography"):
+    view_homographies.write_pair_homography(tiny.root, id_1, "0" * 16, tmp_path / "x.json")
+  assert not (tmp_path / "x.json").exists()
+
+
+def test_missing_view_homographies_file_is_explained(tmp_path):
+  with pytest.raises(ValueError, match=r"view_homographies\.json not found"):
+    view_homographies.read_view_homographies(tmp_path)

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 from scipy.spatial import cKDTree
 
-from delf import feature_io, matching
+from delf import feature_io, homography, matching
 from tests import cli_harness
 
 run_script = cli_harness.run_script
@@ -265,6 +265,110 @@ def test_match_images_missing_file_is_one_line(tmp_path, capsys):
   assert not (tmp_path / "o.png").exists()
 
 
+# The synthetic pairs' AFFINE acts on (y, x, 1); a homography file acts on (x, y, 1).
+_SWAP_XY = np.array([[0.0, 1, 0], [1, 0, 0], [0, 0, 1]])
+AFFINE_XY = _SWAP_XY @ AFFINE @ _SWAP_XY
+
+
+def _colour_pixels(path):
+  with Image.open(path) as image:
+    rgb = np.asarray(image.convert("RGB")).astype(int)
+  r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+  return {
+    "red": int(np.sum((r > 180) & (g < 90) & (b < 90))),
+    "green": int(np.sum((g > 150) & (r < 120) & (b < 120))),
+    "blue": int(np.sum((b > 150) & (r < 90) & (g < 90))),
+  }
+
+
+def test_match_images_with_ground_truth_homography(tmp_path, capsys):
+  features_1, features_2, truth, _ = _synthetic_pair(n=120)
+  # Move 6 true matches 14 px off their true position: still RANSAC inliers (residual
+  # threshold 20 px) but wrong under a 10 px tolerance.
+  rng = np.random.default_rng(1)
+  moved = rng.choice(np.flatnonzero(truth), 6, replace=False)
+  angles = rng.uniform(0, 2 * np.pi, 6)
+  features_2.locations[moved] += 14.0 * np.c_[np.sin(angles), np.cos(angles)]
+  paths = _write_case(tmp_path, features_1, features_2)
+  homography_path = tmp_path / "pair_homography.json"
+  homography.save_homography(homography_path, AFFINE_XY)
+  output = tmp_path / "matched.png"
+  code = run_script(
+    "match_images",
+    output_image=str(output),
+    homography_path=str(homography_path),
+    **paths,
+  )
+  assert code == 0
+  lines = capsys.readouterr().out.splitlines()
+  assert lines == [
+    "Loaded image 1's 120 features",
+    "Loaded image 2's 120 features",
+    "Found 60 inliers",
+    "Found 60 inliers; 54 (90 %) within 10 px of the ground-truth homography",
+  ]
+  assert truth.sum() == 60
+  colours = _colour_pixels(output)
+  assert colours["green"] > 500 and colours["red"] > 50, colours
+  # A tighter tolerance: the uniform +-0.5 px noise stays within 1 px, the moved ones not.
+  code = run_script(
+    "match_images",
+    output_image=str(tmp_path / "tight.png"),
+    homography_path=str(homography_path),
+    homography_tolerance_px=1,
+    **paths,
+  )
+  assert code == 0
+  assert capsys.readouterr().out.splitlines()[-1] == (
+    "Found 60 inliers; 54 (90 %) within 1 px of the ground-truth homography"
+  )
+  # Without the flag: the reference's output, blue lines only.
+  assert run_script("match_images", output_image=str(tmp_path / "plain.png"), **paths) == 0
+  assert capsys.readouterr().out.splitlines()[-1] == "Found 60 inliers"
+  colours = _colour_pixels(tmp_path / "plain.png")
+  assert colours["red"] == 0 and colours["green"] == 0 and colours["blue"] > 500, colours
+
+
+def test_match_images_homography_in_the_wrong_axis_order_counts_few_correct(tmp_path, capsys):
+  features_1, features_2, truth, _ = _synthetic_pair(n=120)
+  paths = _write_case(tmp_path, features_1, features_2)
+  homography_path = tmp_path / "h.txt"
+  # AFFINE itself read as an (x, y) homography: the right numbers, the wrong convention.
+  homography_path.write_text("\n".join(" ".join(str(v) for v in row) for row in AFFINE))
+  code = run_script(
+    "match_images",
+    output_image=str(tmp_path / "o.png"),
+    homography_path=str(homography_path),
+    **paths,
+  )
+  assert code == 0
+  last = capsys.readouterr().out.splitlines()[-1]
+  assert last.startswith(f"Found {truth.sum()} inliers; ")
+  assert int(last.split("; ")[1].split(" ")[0]) <= 3, last
+
+
+@pytest.mark.parametrize(
+  "content, problem",
+  [(None, "homography file not found"), ("1 0 0\n0 1 0\n", "expected 3 rows of 3 numbers")],
+)
+def test_match_images_bad_homography_file_is_one_line(tmp_path, capsys, content, problem):
+  features_1, features_2, _, _ = _synthetic_pair(n=30)
+  paths = _write_case(tmp_path, features_1, features_2)
+  homography_path = tmp_path / "h.txt"
+  if content is not None:
+    homography_path.write_text(content)
+  output = tmp_path / "o.png"
+  code = run_script(
+    "match_images", output_image=str(output), homography_path=str(homography_path), **paths
+  )
+  assert code == 1
+  captured = capsys.readouterr()
+  err = captured.err.strip().splitlines()
+  assert len(err) == 1 and str(homography_path) in err[0] and problem in err[0], err
+  assert "--homography_path" in err[0]
+  assert captured.out == "" and not output.exists()
+
+
 def test_match_images_flag_defaults():
   from absl import flags
 
@@ -280,6 +384,8 @@ def test_match_images_flag_defaults():
       "output_image",
       "distance_threshold",
       "seed",
+      "homography_path",
+      "homography_tolerance_px",
     )
   }
   assert defaults == {
@@ -290,4 +396,24 @@ def test_match_images_flag_defaults():
     "output_image": "test_match.png",
     "distance_threshold": 0.8,
     "seed": 0,
+    "homography_path": None,
+    "homography_tolerance_px": 10.0,
   }
+
+
+def test_match_images_non_positive_tolerance_is_one_line(tmp_path, capsys):
+  features_1, features_2, _, _ = _synthetic_pair(n=30)
+  paths = _write_case(tmp_path, features_1, features_2)
+  homography_path = tmp_path / "h.json"
+  homography.save_homography(homography_path, AFFINE_XY)
+  code = run_script(
+    "match_images",
+    output_image=str(tmp_path / "o.png"),
+    homography_path=str(homography_path),
+    homography_tolerance_px=0,
+    **paths,
+  )
+  assert code == 1
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and "--homography_tolerance_px must be a positive" in err[0], err
+  assert not (tmp_path / "o.png").exists()

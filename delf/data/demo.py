@@ -24,6 +24,7 @@ from PIL import Image
 from scipy import ndimage
 
 from delf import atomic_io
+from delf.data import view_homographies
 
 SPLITS = ("train", "index", "test")
 
@@ -239,6 +240,9 @@ class DemoDatasetInfo:
     labels: image id -> landmark id of its content (None for non-landmark images).
     bad_files: planted bad file id -> kind (``truncated``, ``grayscale``, ``png``,
       ``missing``); ``grayscale`` is valid input and must not be skipped.
+    views: image id -> where it shows its landmark (homography from the landmark's
+      source photo), for every readable landmark view of every split; also written
+      to ``<root>/view_homographies.json``.
   """
 
   root: pathlib.Path
@@ -250,6 +254,7 @@ class DemoDatasetInfo:
   test_ids: list[str]
   labels: dict[str, int | None]
   bad_files: dict[str, str]
+  views: dict[str, view_homographies.ViewGeometry] = dataclasses.field(default_factory=dict)
 
   def path(self, split: str, image_id: str) -> pathlib.Path:
     return image_path(self.root, split, image_id)
@@ -307,6 +312,9 @@ def make_demo_dataset(
     plant_bad_files: also list in ``train_clean.csv`` a truncated JPEG, a
       grayscale JPEG, a PNG named ``.jpg`` and an id without a file.
 
+  Every landmark view's homography (landmark source photo -> image file pixels) is
+  recorded in ``<root>/view_homographies.json`` (``delf.data.view_homographies``).
+
   Returns:
     A ``DemoDatasetInfo`` describing what was written.
   """
@@ -329,9 +337,14 @@ def make_demo_dataset(
         return image_id
 
   labels: dict[str, int | None] = {}
+  views: dict[str, view_homographies.ViewGeometry] = {}
 
-  def view_of(k: int) -> bytes:
-    view, _ = render_landmark_view(_landmark_image(k), rng, size, difficulty)
+  def view_of(k: int, split: str | None = None, image_id: str | None = None) -> bytes:
+    """A JPEG view of landmark k; its homography is recorded under ``image_id`` if given."""
+    view, homography = render_landmark_view(_landmark_image(k), rng, size, difficulty)
+    if image_id is not None:
+      # The JPEG keeps the rendered size, so the homography holds for the file's pixels.
+      views[image_id] = view_homographies.ViewGeometry(split, landmark_ids[k], homography)
     return _encode_jpeg(view)
 
   # Train: clean images per landmark, then noisy ones (wrong content) in train.csv only.
@@ -340,7 +353,7 @@ def make_demo_dataset(
     ids = []
     for _ in range(images_per_landmark):
       image_id = new_id()
-      _write_image(root, "train", image_id, view_of(k))
+      _write_image(root, "train", image_id, view_of(k, "train", image_id))
       labels[image_id] = landmark_id
       ids.append(image_id)
     clean_by_landmark.append(ids)
@@ -352,7 +365,7 @@ def make_demo_dataset(
       data, content = _encode_jpeg(_unrelated_image(rng, size)), None
     else:
       other = (k + 1 + int(rng.integers(num_landmarks - 1))) % num_landmarks
-      data, content = view_of(other), landmark_ids[other]
+      data, content = view_of(other, "train", image_id), landmark_ids[other]
     _write_image(root, "train", image_id, data)
     labels[image_id] = content
     noisy_ids.append(image_id)
@@ -402,7 +415,7 @@ def make_demo_dataset(
   for k, landmark_id in enumerate(landmark_ids):
     for _ in range(index_images_per_landmark):
       image_id = new_id()
-      _write_image(root, "index", image_id, view_of(k))
+      _write_image(root, "index", image_id, view_of(k, "index", image_id))
       labels[image_id] = landmark_id
       index_rows.append([image_id, landmark_id])
       index_by_landmark[landmark_id].append(image_id)
@@ -422,7 +435,7 @@ def make_demo_dataset(
   for k, landmark_id in enumerate(landmark_ids):
     for _ in range(test_images_per_landmark):
       image_id = new_id()
-      _write_image(root, "test", image_id, view_of(k))
+      _write_image(root, "test", image_id, view_of(k, "test", image_id))
       labels[image_id] = landmark_id
       test_ids.append(image_id)
   for _ in range(num_distractors):
@@ -444,6 +457,7 @@ def make_demo_dataset(
   truth = test_dir / "ground_truth"
   _write_csv(truth / "recognition_solution_v2.1.csv", ["id", "landmarks", "Usage"], recognition)
   _write_csv(truth / "retrieval_solution_v2.1.csv", ["id", "images", "Usage"], retrieval)
+  view_homographies.write_view_homographies(root, views)
 
   return DemoDatasetInfo(
     root=root,
@@ -455,4 +469,5 @@ def make_demo_dataset(
     test_ids=test_ids,
     labels=labels,
     bad_files=bad_files,
+    views=views,
   )
