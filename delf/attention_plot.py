@@ -217,9 +217,10 @@ def plot_attention(
     ax.imshow(overlay(image, heat, vmin, vmax), extent=(-0.5, width - 0.5, height - 0.5, -0.5))
     keypoints = np.asarray(keypoints, np.float64).reshape(-1, 2)
     if len(keypoints):
+      ring = 28 if len(keypoints) <= 200 else 14  # smaller rings when they crowd
       for colour, line in (("black", 2.4), ("white", 1.1)):
         ax.scatter(
-          keypoints[:, 1], keypoints[:, 0], s=28, facecolors="none", edgecolors=colour,
+          keypoints[:, 1], keypoints[:, 0], s=ring, facecolors="none", edgecolors=colour,
           linewidths=line, label="kept keypoints" if colour == "white" else None,
         )  # fmt: skip
     ax.set_xlim(-0.5, width - 0.5)
