@@ -206,6 +206,25 @@ def test_dense_map_is_the_models_attention(tiny_export, cat_path):
   np.testing.assert_allclose(grid, expected, rtol=1e-5, atol=1e-6)
 
 
+def test_picture_shows_the_models_attention_through_the_colour_map(tiny_export, cat_path, tmp_path):
+  export_path, _ = tiny_export
+  extractor = plain_extractor(export_path)
+  (picture,) = attention_plot.draw_image_attention(extractor, cat_path, [1.0], str(tmp_path))
+  image = np.array(Image.open(cat_path))
+  boxes, scores = extractor.local_cells(image, [1.0], -np.inf, attention_plot.ALL_CELLS)
+  grid, stride = attention_plot.attention_grid(boxes, scores, 1.0)
+  heat = attention_plot.upsample(grid, *image.shape[:2], (stride, stride))
+  expected = attention_plot.overlay(image, heat, grid.min(), grid.max())
+  reversed_colours = attention_plot.overlay(image, -heat, -grid.max(), -grid.min())
+  left, top, right, bottom = picture.image_box
+  png = Image.open(picture.path).convert("RGB").crop((left, top, right, bottom))
+  shown = np.asarray(png.resize(image.shape[1::-1], Image.BILINEAR), np.float64)
+  error = np.median(np.abs(shown - expected))
+  assert error < 6  # the picture is the photo blended with the attention's colours
+  assert np.median(np.abs(shown - reversed_colours)) > 3 * error + 10  # in that direction
+  assert np.median(np.abs(shown - image)) > 3 * error + 10  # and the colours are there
+
+
 def test_script_end_to_end_on_a_real_photo(tiny_export, cat_path, tmp_path, capsys):
   export_path, _ = tiny_export
   config_path = write_config(tmp_path / "config.pbtxt", export_path, [0.5, 1.0], 0.0, 7)
