@@ -195,10 +195,16 @@ class Extractor:
     if unknown:
       raise ExportFormatError(f"{model_path}: serving_default has unknown inputs {sorted(unknown)}")
 
-    def run(image: np.ndarray, local_overrides: tuple | None = None) -> list[np.ndarray]:
+    def run(
+      image: np.ndarray, local_overrides: tuple | None = None, image_scales=None
+    ) -> list[np.ndarray]:
       feed = dict(constants)
       if local_overrides is not None:
         feed["input_abs_thres"], feed["input_max_feature_num"] = local_overrides
+      if image_scales is not None:
+        feed["input_scales"] = image_scales
+        if "input_global_scales_ind" in feed:  # The config's indices may not fit the new list.
+          feed["input_global_scales_ind"] = tf.range(tf.size(image_scales))
       result = serving(input_image=tf.constant(image, dtype=tf.uint8), **feed)
       return [result[name].numpy() for name in wanted]
 
@@ -222,10 +228,14 @@ class Extractor:
         f"{model_path}: cannot find the TF1 tensors {feeds} -> {fetches}: {e}"
       ) from e
 
-    def run(image: np.ndarray, local_overrides: tuple | None = None) -> list[np.ndarray]:
+    def run(
+      image: np.ndarray, local_overrides: tuple | None = None, image_scales=None
+    ) -> list[np.ndarray]:
       feed = list(constants)
       if local_overrides is not None:
         feed[1], feed[2] = local_overrides
+      if image_scales is not None:
+        feed[0] = image_scales
       result = pruned(tf.constant(image, dtype=tf.uint8), *feed)
       return [r.numpy() for r in result]
 
@@ -376,6 +386,32 @@ class Extractor:
     unlimited = tf.constant(np.iinfo(np.int32).max, tf.int32)
     outputs = self._run_model(resized_image, (tf.constant(0.0, tf.float32), unlimited))
     return np.reshape(outputs[3], [-1])
+
+  def local_cells(
+    self,
+    resized_image: np.ndarray,
+    image_scales: list[float],
+    score_threshold: float,
+    max_feature_num: int,
+  ) -> tuple[np.ndarray, np.ndarray]:
+    """Raw receptive boxes and attention scores the model selects with these settings.
+
+    The config's scales, threshold and feature count are replaced for this call only
+    (attention pictures: one scale at a time, every cell or the kept ones).
+
+    Returns:
+      float32 boxes ``[N, 4]`` (ymin, xmin, ymax, xmax in ``resized_image`` pixels) and
+      scores ``[N]``, best first.
+    """
+    if not self.use_local:
+      raise ValueError("the config does not use local features (use_local_features: false)")
+    tf = self._tf
+    outputs = self._run_model(
+      resized_image,
+      (tf.constant(score_threshold, tf.float32), tf.constant(max_feature_num, tf.int32)),
+      tf.constant(list(image_scales), tf.float32),
+    )
+    return np.reshape(outputs[0], [-1, 4]), np.reshape(outputs[3], [-1])
 
   def __call__(
     self, image: np.ndarray, resize_factor: float = 1.0, image_name: str | None = None
