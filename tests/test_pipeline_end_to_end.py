@@ -8,11 +8,13 @@ depth; this one catches breaks between them (file names, defaults, configs).
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from PIL import Image
 
-from delf import feature_io
+from delf import demo_summary, feature_io
 from tests.cli_harness import run_script
 
 tf = pytest.importorskip("tensorflow")
@@ -20,6 +22,12 @@ tf = pytest.importorskip("tensorflow")
 # Model flags as in training, passed to each export that has them.
 LOCAL_FLAGS = ["--local_feature_map_channels=64", "--autoencoder_dimensions=16"]
 GLOBAL_FLAGS = ["--delg_embedding_layer_dim=32"]
+
+
+def info_validation_size(tfrecord_dir) -> int:
+  """The validation split's size from the build's dataset_metadata.json."""
+  metadata = json.loads((tfrecord_dir / "dataset_metadata.json").read_text())
+  return metadata["num_examples"]["validation"]
 
 
 def test_demo_data_to_matched_images(tmp_path, capsys):
@@ -41,6 +49,7 @@ def test_demo_data_to_matched_images(tmp_path, capsys):
     ],
   )
   logdir = tmp_path / "training"
+  capsys.readouterr()
   status = run_script(
     "train",
     [
@@ -51,6 +60,8 @@ def test_demo_data_to_matched_images(tmp_path, capsys):
       "--image_size=64",
       "--batch_size=4",
       "--max_iters=2",
+      "--eval_interval=2",  # as demo.sh: validate at the last step
+      "--deterministic",
       "--backbone_block_counts=1,1,1,1",
       "--backbone_width_factor=0.0625",
       *LOCAL_FLAGS,
@@ -58,6 +69,12 @@ def test_demo_data_to_matched_images(tmp_path, capsys):
     ],
   )
   assert status == 0
+  # The attention accuracy the demo's summary reports, parsed from train.py's output.
+  training = demo_summary.parse_training_log(capsys.readouterr().out)
+  assert training.step == 2 and training.validation_step == 2
+  assert training.validation_images == info_validation_size(tmp_path / "tfrecord")
+  assert 0.0 <= training.validation_attn_accuracy <= 1.0
+  assert 0.0 <= training.train_attn_accuracy <= 1.0
   ckpt = f"--ckpt_path={logdir}/delf_weights"
 
   exports = tmp_path / "exports"
@@ -125,6 +142,8 @@ def test_demo_data_to_matched_images(tmp_path, capsys):
     ],
   )
   assert status == 0
-  assert capsys.readouterr().out.splitlines()[-1].startswith("Found ")
+  matched = capsys.readouterr().out
+  assert matched.splitlines()[-1].startswith("Found ")
+  assert demo_summary.parse_match_log(matched).inliers is not None  # the summary reads it
   with Image.open(picture) as png:
     assert png.format == "PNG"
