@@ -87,6 +87,7 @@ class DemoSummary:
 
   timings: dict[str, float]
   images: dict[str, int]
+  clean_images: int | None  # listed in train_clean.csv (what the TFRecords hold)
   num_classes: int | None
   examples: dict[str, int]
   num_shards: int | None
@@ -193,6 +194,15 @@ def _retrieval_figures(global_only: dict, with_gv: dict) -> dict[str, dict[str, 
   return {"global": global_, "after_gv": after_gv}
 
 
+def _count_clean_images(path: str) -> int | None:
+  """Image ids listed in a ``landmark_id,images`` CSV (None if absent)."""
+  text = _read(path)
+  if text is None:
+    return None
+  rows = text.splitlines()[1:]
+  return sum(len(row.partition(",")[2].split()) for row in rows)
+
+
 def _count(pattern: str) -> int:
   return len(glob.glob(pattern))
 
@@ -235,6 +245,7 @@ def collect(demo_dir: str) -> DemoSummary:
   return DemoSummary(
     timings=read_timings(path("logs", "timings.tsv")),
     images=images,
+    clean_images=_count_clean_images(path("gldv2_dataset", "train", "train_clean.csv")),
     num_classes=metadata.get("num_classes"),
     examples={k: int(v) for k, v in examples.items()},
     num_shards=metadata.get("num_shards"),
@@ -281,8 +292,9 @@ def _key_figures(s: DemoSummary) -> dict[str, str]:
   ex = s.examples
   figures = {
     "dataset": (
-      f"{s.images['train']} train images of {_num(s.num_classes, '{}')} landmarks, "
-      f"{s.images['index']} index, {s.images['test']} test"
+      f"{s.images['train']} train images ({_num(s.clean_images, '{}')} of "
+      f"{_num(s.num_classes, '{}')} landmarks in train_clean.csv), {s.images['index']} index, "
+      f"{s.images['test']} test"
     ),
     "build": (
       f"{_num(s.num_shards, '{}')} shards per split: {_num(ex.get('train'), '{}')} train, "

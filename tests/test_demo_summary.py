@@ -112,6 +112,7 @@ def test_summary_of_a_complete_demo_folder(tmp_path, capsys):
   )
   for i in range(3):
     _write(demo / "gldv2_dataset" / "train" / "0" / "1" / "2" / f"{i}.jpg", "")
+  _write(demo / "gldv2_dataset" / "train" / "train_clean.csv", "landmark_id,images\n5,a b\n")
   _metrics(demo / "retrieval_nouse_geometric_verification" / "metrics.txt", 0.7512, 0.5)
   _metrics(demo / "retrieval_use_geometric_verification" / "metrics.txt", 0.7512, 0.5, (0.98, 0.9))
   (demo / "exports" / "delg").mkdir(parents=True)
@@ -120,7 +121,7 @@ def test_summary_of_a_complete_demo_folder(tmp_path, capsys):
 
   summary = demo_summary.collect(str(demo))
   assert summary.timings["train"] == 160.0 and summary.total_seconds == 316.5
-  assert summary.images == {"train": 3, "index": 0, "test": 0}
+  assert summary.images == {"train": 3, "index": 0, "test": 0} and summary.clean_images == 2
   assert summary.retrieval["global"]["medium"] == 75.12
   assert summary.retrieval["after_gv"] == {"hard": 90.0, "medium": 98.0}
   assert summary.gldv2["recognition"]["Public"] == 0.9
@@ -138,6 +139,9 @@ def test_summary_of_a_complete_demo_folder(tmp_path, capsys):
   assert "160 s" in row["train"] and "600 steps" in row["train"]
   assert "validation accuracy attention 0.875, descriptor 0.625" in row["train"]
   assert "40 inliers, 36 (90 %) within 10 px" in row["matching"]
+  assert row["dataset"].endswith(
+    "3 train images (2 of 8 landmarks in train_clean.csv), 0 index, 0 test"
+  )
   assert "mAP medium/hard 75.12/50.00, re-ranked 98.00/90.00" in row["retrieval"]
   assert "mAP@100 0.7500 (public) 0.5833 (private); GAP 0.9000 n/a" in text
   assert "5 min 16 s" in row["total"]
