@@ -18,7 +18,9 @@ Writes into --logdir: delf_tf2-ckpt/ (checkpoints every --save_interval=1000 ste
 including the optimizer state and the input-stream position; training resumes from the
 latest one), delf_weights.* + model_config.json (what the export scripts read),
 training_config.json (resolved settings) and train_logs/ (TensorBoard).
-One run per --logdir at a time. Before training, the shards are checked against the
+--deterministic (with --seed) makes two runs with the same flags on the same machine give
+the same losses and weights (seeded initialisation, TensorFlow op determinism; the input
+pipeline is seeded and ordered anyway). One run per --logdir at a time. Before training, the shards are checked against the
 dataset_metadata.json manifest (refused if they mix builds) and must hold examples; a
 damaged shard stops training with one line naming it and the byte offset.
 """
@@ -61,7 +63,20 @@ _NUM_CLASSES = flags.DEFINE_integer(
   "shards, else from --dataset_version.",
   lower_bound=0,
 )
-_SEED = flags.DEFINE_integer("seed", 0, "Shuffle (and crop) seed of the train and validation data.")
+_SEED = flags.DEFINE_integer(
+  "seed",
+  0,
+  "Shuffle (and crop) seed of the train and validation data; with --deterministic also the "
+  "seed of the weight initialisation.",
+)
+_DETERMINISTIC = flags.DEFINE_boolean(
+  "deterministic",
+  False,
+  "Reproducible runs: seed Python, NumPy, TensorFlow and Keras from --seed and turn on "
+  "TensorFlow op determinism (tf.config.experimental.enable_op_determinism), so that two "
+  "runs with the same flags on the same machine give the same losses and weights. Costs "
+  "some speed (see README, Demo results).",
+)
 _INITIAL_LR = flags.DEFINE_float(
   "initial_lr", 0.01, "Initial learning rate (linear decay to 0 at --max_iters)."
 )
@@ -221,6 +236,7 @@ def main(argv):
       strategy=_STRATEGY.value,
       mixed_precision=_MIXED_PRECISION.value,
       jit_compile=_JIT_COMPILE.value,
+      deterministic=_DETERMINISTIC.value,
       block_counts=tuple(int(n) for n in _BLOCK_COUNTS.value),
       width_factor=_WIDTH_FACTOR.value,
     )

@@ -8,11 +8,14 @@ depth; this one catches breaks between them (file names, defaults, configs).
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from PIL import Image
 
-from delf import feature_io
+from delf import demo_summary, feature_io, matching
+from delf.data import view_homographies
 from tests.cli_harness import run_script
 
 tf = pytest.importorskip("tensorflow")
@@ -20,6 +23,12 @@ tf = pytest.importorskip("tensorflow")
 # Model flags as in training, passed to each export that has them.
 LOCAL_FLAGS = ["--local_feature_map_channels=64", "--autoencoder_dimensions=16"]
 GLOBAL_FLAGS = ["--delg_embedding_layer_dim=32"]
+
+
+def info_validation_size(tfrecord_dir) -> int:
+  """The validation split's size from the build's dataset_metadata.json."""
+  metadata = json.loads((tfrecord_dir / "dataset_metadata.json").read_text())
+  return metadata["num_examples"]["validation"]
 
 
 def test_demo_data_to_matched_images(tmp_path, capsys):
@@ -41,6 +50,7 @@ def test_demo_data_to_matched_images(tmp_path, capsys):
     ],
   )
   logdir = tmp_path / "training"
+  capsys.readouterr()
   status = run_script(
     "train",
     [
@@ -51,6 +61,8 @@ def test_demo_data_to_matched_images(tmp_path, capsys):
       "--image_size=64",
       "--batch_size=4",
       "--max_iters=2",
+      "--eval_interval=2",  # as demo.sh: validate at the last step
+      "--deterministic",
       "--backbone_block_counts=1,1,1,1",
       "--backbone_width_factor=0.0625",
       *LOCAL_FLAGS,
@@ -58,6 +70,12 @@ def test_demo_data_to_matched_images(tmp_path, capsys):
     ],
   )
   assert status == 0
+  # The attention accuracy the demo's summary reports, parsed from train.py's output.
+  training = demo_summary.parse_training_log(capsys.readouterr().out)
+  assert training.step == 2 and training.validation_step == 2
+  assert training.validation_images == info_validation_size(tmp_path / "tfrecord")
+  assert 0.0 <= training.validation_attn_accuracy <= 1.0
+  assert 0.0 <= training.train_attn_accuracy <= 1.0
   ckpt = f"--ckpt_path={logdir}/delf_weights"
 
   exports = tmp_path / "exports"
@@ -112,6 +130,9 @@ def test_demo_data_to_matched_images(tmp_path, capsys):
   for path in feature_files:
     _, _, descriptors, _, _ = feature_io.ReadFromFile(str(path))
     assert descriptors.shape[1] == 16
+  # The pair's ground-truth homography, as demo.sh writes it from the generator's views.
+  ground_truth = tmp_path / "pair_homography.json"
+  view_homographies.write_pair_homography(info.root, pair[0], pair[1], ground_truth)
   capsys.readouterr()
   picture = tmp_path / "matched_images.png"
   status = run_script(
@@ -122,9 +143,26 @@ def test_demo_data_to_matched_images(tmp_path, capsys):
       f"--features_1_path={feature_files[0]}",
       f"--features_2_path={feature_files[1]}",
       f"--output_image={picture}",
+      f"--homography_path={ground_truth}",
+      "--homography_tolerance_px=16",
     ],
   )
   assert status == 0
-  assert capsys.readouterr().out.splitlines()[-1].startswith("Found ")
+  matched = capsys.readouterr().out
+  figures = demo_summary.parse_match_log(matched)  # what the demo's summary reads
+  # Oracle: the same match, and each inlier's distance to the generator's true position.
+  features_1, features_2 = (matching.LocalFeatures.from_file(str(p)) for p in feature_files)
+  result = matching.match(features_1, features_2)
+  h = np.array(json.loads(ground_truth.read_text())["homography"])
+  y1, x1 = features_1.locations[result.pairs[:, 0]].T
+  projected = h @ np.stack([x1, y1, np.ones_like(x1)])
+  y2, x2 = features_2.locations[result.pairs[:, 1]].T
+  errors = np.hypot(projected[0] / projected[2] - x2, projected[1] / projected[2] - y2)
+  assert figures.inliers == result.num_inliers
+  assert figures.correct_inliers == int(np.sum(result.inliers & (errors <= 16.0)))
+  assert figures.tolerance_px == 16.0
+  assert figures.correct_percent == pytest.approx(
+    100 * figures.correct_inliers / max(figures.inliers, 1), abs=0.5
+  )
   with Image.open(picture) as png:
     assert png.format == "PNG"

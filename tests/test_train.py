@@ -164,6 +164,67 @@ def test_resume_continues_step_learning_rate_and_data_stream(data_dir, tmp_path)
   assert train(config).final_step == 4  # nothing to do, no crash
 
 
+def _checkpoint_values(logdir) -> dict[str, np.ndarray]:
+  """Every variable of the latest checkpoint (model, optimizer slots, step)."""
+  path = tf.train.latest_checkpoint(str(logdir / "delf_tf2-ckpt"))
+  reader = tf.train.load_checkpoint(path)
+  return {
+    name: reader.get_tensor(name)
+    for name, _ in tf.train.list_variables(path)
+    if "VARIABLE_VALUE" in name and "train_iterator" not in name
+  }
+
+
+def test_deterministic_runs_give_identical_losses_and_weights(data_dir, tmp_path, capsys):
+  from delf.training.loop import op_determinism_enabled
+
+  runs = []
+  for name in ("a", "b"):
+    config = tiny_config(
+      data_dir,
+      tmp_path / name,
+      max_iters=3,
+      seed=5,
+      deterministic=True,
+      delg_global_features=True,
+      report_interval=1,
+    )
+    result = train(config)
+    losses = [
+      (h["loss/desc/crossentropy"], h["loss/attn/crossentropy"], h["loss/recon/mse"])
+      for h in result.history
+    ]
+    runs.append((losses, _checkpoint_values(tmp_path / name)))
+    assert not op_determinism_enabled()  # switched off again after the run
+  assert len(runs[0][0]) == 3 and runs[0][0] == runs[1][0]  # bit-identical losses
+  first, second = runs[0][1], runs[1][1]
+  assert len(first) > 20 and first.keys() == second.keys()
+  assert any("backbone" in name for name in first)
+  for name in first:
+    np.testing.assert_array_equal(first[name], second[name], err_msg=name)
+
+  # The flag reaches the run through train.py, and --seed then also seeds the weights.
+  capsys.readouterr()
+  other = tmp_path / "seed6"
+  rc = run_train(
+    [
+      *TINY_FLAGS,
+      *data_flags(data_dir),
+      f"--logdir={other}",
+      "--max_iters=3",
+      "--delg_global_features",
+      "--deterministic",
+      "--seed=6",
+    ]
+  )
+  assert rc == 0
+  assert "Deterministic run: seed 6, TensorFlow op determinism on" in capsys.readouterr().out
+  assert json.loads((other / "training_config.json").read_text())["config"]["deterministic"]
+  third = _checkpoint_values(other)
+  differing = [n for n in first if not np.array_equal(first[n], third[n])]
+  assert len(differing) > len(first) // 2
+
+
 def test_resume_with_other_model_flags_is_refused(data_dir, tmp_path):
   config = tiny_config(data_dir, tmp_path, max_iters=1, use_autoencoder=False)
   train(config)

@@ -58,6 +58,8 @@ class TrainingConfig:
   strategy: str = "mirrored"
   mixed_precision: str = "none"
   jit_compile: bool = False
+  # Seeds Python/NumPy/TF/Keras from ``seed`` and turns on TensorFlow op determinism.
+  deterministic: bool = False
   block_counts: Sequence[int] = (3, 4, 6, 3)
   width_factor: float = 1.0
   report_interval: int = REPORT_INTERVAL

@@ -619,6 +619,27 @@ class _Trainer:
       summaries.write_images(local(batch_images)[0], local(prob)[0], step)
 
 
+def op_determinism_enabled() -> bool:
+  """Whether TensorFlow op determinism is on (no public getter exists)."""
+  from tensorflow.python.framework import config as tf_framework_config
+
+  return bool(tf_framework_config.is_op_determinism_enabled())
+
+
+def make_deterministic(seed: int) -> None:
+  """``--deterministic``: the same flags give the same losses and weights on one machine.
+
+  Seeds Python's ``random``, NumPy, TensorFlow and Keras (the weight initialisers)
+  and turns on op determinism: TensorFlow then picks deterministic kernels (or
+  refuses an op that has none) and runs stateful random ops in a fixed order. The
+  input pipeline is already deterministic: shuffle and crops are seeded by
+  ``--seed`` and the parallel map keeps the record order (delf.data.pipeline).
+  """
+  keras.utils.set_random_seed(seed)
+  tf.config.experimental.enable_op_determinism()
+  print(f"Deterministic run: seed {seed}, TensorFlow op determinism on", flush=True)
+
+
 def _logdir_lock(config: TrainingConfig, strategy) -> run_lock.RunLock:
   """One run per logdir (per worker folder): a second run would write the same checkpoints."""
   work_dir = distribution.worker_dir(strategy, config.logdir) if strategy else config.logdir
@@ -646,7 +667,10 @@ def train(config: TrainingConfig) -> TrainingResult:
     strategy = None
   previous_policy = keras.mixed_precision.global_policy()
   previous_eager = tf.config.functions_run_eagerly()
+  previous_determinism = op_determinism_enabled()
   try:
+    if config.deterministic:
+      make_deterministic(config.seed)
     if config.mixed_precision != "none":
       policy = {"bf16": "mixed_bfloat16", "fp16": "mixed_float16"}[config.mixed_precision]
       keras.mixed_precision.set_global_policy(policy)
@@ -658,3 +682,7 @@ def train(config: TrainingConfig) -> TrainingResult:
   finally:
     keras.mixed_precision.set_global_policy(previous_policy)
     tf.config.run_functions_eagerly(previous_eager)
+    if config.deterministic and not previous_determinism:
+      from tensorflow.python.framework import config as tf_framework_config
+
+      tf_framework_config.disable_op_determinism()
