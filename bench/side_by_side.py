@@ -2,7 +2,8 @@ r"""Ours vs the reference, both run here, same inputs and flags, alternating, me
 
 Usage (run under the exclusive CPU lock so that nothing else shares the cores):
   flock -x /tmp/delf-cpu.lock .venv/bin/python -m bench.side_by_side \
-    [--sections=build,train8,train81313,extract,match] [--repeats=3] [--ref=/work/refenv]
+    [--sections=build,train8,train81313,extract,match] [--models=delf,delg] [--repeats=3]
+    [--ref=~/.cache/delf/reference]
 
 The reference (`../shared/reference`, set up by its setup.sh into --ref) runs in its own
 process environment (its env.sh: PY, PYTHONPATH, TF_USE_LEGACY_KERAS); ours runs with this
@@ -224,7 +225,7 @@ def section_train(args, table, work, ref_env, num_classes):
   if num_classes != 81313:
     ref_train_env["REF_NUM_CLASSES"] = str(num_classes)
 
-  for delg in (False, True):
+  for delg in [model == "delg" for model in args.models.split(",")]:
     name = "DELG + autoencoder" if delg else "DELF + autoencoder"
 
     def per_step(ours: bool, delg=delg):
@@ -464,6 +465,7 @@ def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--sections", default="build,train8,train81313,extract,match")
   parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--models", default="delf,delg", help="training sections: delf, delg or both")
   parser.add_argument("--ref", default="/work/refenv", help="the reference's setup.sh directory")
   parser.add_argument("--short_steps", type=int, default=5)
   parser.add_argument("--long_steps", type=int, default=25)
