@@ -2,7 +2,7 @@ r"""Ours vs the reference, both run here, same inputs and flags, alternating, me
 
 Usage (run under the exclusive CPU lock so that nothing else shares the cores):
   flock -x /tmp/delf-cpu.lock .venv/bin/python -m bench.side_by_side \
-    [--sections=build,train8,train81313,extract,match] [--models=delf,delg] [--repeats=3]
+    [--sections=build,train8,train81313,extract,match] [--models=delf,delg] [--repeats=3] \
     [--ref=~/.cache/delf/reference]
 
 The reference (`../shared/reference`, set up by its setup.sh into --ref) runs in its own
