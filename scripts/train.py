@@ -20,7 +20,8 @@ latest one), delf_weights.* + model_config.json (what the export scripts read),
 training_config.json (resolved settings) and train_logs/ (TensorBoard).
 --deterministic (with --seed) makes two runs with the same flags on the same machine give
 the same losses and weights (seeded initialisation, TensorFlow op determinism; the input
-pipeline is seeded and ordered anyway). One run per --logdir at a time. Before training, the shards are checked against the
+pipeline is seeded and ordered anyway).
+One run per --logdir at a time. Before training, the shards are checked against the
 dataset_metadata.json manifest (refused if they mix builds) and must hold examples; a
 damaged shard stops training with one line naming it and the byte offset.
 """
@@ -74,8 +75,8 @@ _DETERMINISTIC = flags.DEFINE_boolean(
   False,
   "Reproducible runs: seed Python, NumPy, TensorFlow and Keras from --seed and turn on "
   "TensorFlow op determinism (tf.config.experimental.enable_op_determinism), so that two "
-  "runs with the same flags on the same machine give the same losses and weights. Costs "
-  "some speed (see README, Demo results).",
+  "runs with the same flags on the same machine give the same losses and weights. No "
+  "measurable cost on CPU (README, Demo results); on GPUs deterministic kernels can be slower.",
 )
 _INITIAL_LR = flags.DEFINE_float(
   "initial_lr", 0.01, "Initial learning rate (linear decay to 0 at --max_iters)."

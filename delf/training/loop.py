@@ -619,11 +619,16 @@ class _Trainer:
       summaries.write_images(local(batch_images)[0], local(prob)[0], step)
 
 
-def op_determinism_enabled() -> bool:
-  """Whether TensorFlow op determinism is on (no public getter exists)."""
+def _tf_framework_config():
+  """TensorFlow's config module that has the op-determinism getter and switch-off."""
   from tensorflow.python.framework import config as tf_framework_config
 
-  return bool(tf_framework_config.is_op_determinism_enabled())
+  return tf_framework_config
+
+
+def op_determinism_enabled() -> bool:
+  """Whether TensorFlow op determinism is on (no public getter exists)."""
+  return bool(_tf_framework_config().is_op_determinism_enabled())
 
 
 def make_deterministic(seed: int) -> None:
@@ -683,6 +688,4 @@ def train(config: TrainingConfig) -> TrainingResult:
     keras.mixed_precision.set_global_policy(previous_policy)
     tf.config.run_functions_eagerly(previous_eager)
     if config.deterministic and not previous_determinism:
-      from tensorflow.python.framework import config as tf_framework_config
-
-      tf_framework_config.disable_op_determinism()
+      _tf_framework_config().disable_op_determinism()
