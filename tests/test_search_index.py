@@ -81,6 +81,37 @@ def test_approximate_indexes_reach_their_recall_floor():
   assert ivfpq.bytes_per_vector() < 64  # 12 bytes of codes + 8 of id + quantisers
 
 
+def test_refinement_gives_the_exact_ranking_of_the_fetched_candidates(tmp_path):
+  rng = np.random.default_rng(5)
+  vectors = _clustered(rng, 2000, 32)
+  vectors[[10, 11]] = vectors[12]  # exact ties among the candidates: lower row first
+  queries = _unit(vectors[rng.integers(0, 2000, 21)] + 0.05 * rng.normal(size=(21, 32)))
+  queries[0] = vectors[12]
+  ivfpq = _build(
+    search_index.IndexSpec(kind="ivfpq", nlist=16, pq_bytes=8, pq_bits=6, nprobe=4, opq=False),
+    vectors,
+  )
+  k, factor = 20, 3
+  _, fetched = ivfpq._faiss_search(queries, k * factor)
+  with feature_store.StoreWriter(tmp_path / "store", images_per_file=300, has_local=False) as w:
+    for i, v in enumerate(vectors):
+      w.add(f"{i:04d}", v)
+  sources = {
+    "memory": lambda r: vectors[r],
+    "store": search_index.StoreVectors(feature_store.FeatureStore(tmp_path / "store")),
+  }
+  for name, source in sources.items():
+    for per_gather in (1, 8, 64):
+      scores, rows = search_index._refine(queries, fetched, k, source, per_gather)
+      for q in range(len(queries)):
+        candidates = np.sort(fetched[q][fetched[q] >= 0])
+        exact = vectors[candidates].astype(np.float64) @ queries[q]
+        expected = candidates[np.lexsort((candidates, -exact))][:k]
+        np.testing.assert_array_equal(rows[q], expected, err_msg=f"{name} {per_gather} {q}")
+        np.testing.assert_allclose(scores[q], vectors[rows[q]] @ queries[q], atol=1e-5)
+  assert list(rows[0, :3]) == [10, 11, 12]
+
+
 def test_save_load_and_bad_input_are_one_line_errors(tmp_path, quiet):
   rng = np.random.default_rng(2)
   vectors = _unit(rng.normal(size=(50, 16)))

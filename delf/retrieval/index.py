@@ -517,21 +517,30 @@ def _refine(
   candidate_rows: np.ndarray,
   k: int,
   refine_vectors: Callable[[np.ndarray], np.ndarray],
+  queries_per_gather: int = 8,
 ) -> tuple[np.ndarray, np.ndarray]:
-  """Re-scoring of approximate candidates with the full vectors (one gather per batch)."""
-  valid = candidate_rows >= 0
-  unique_rows = np.unique(candidate_rows[valid])
-  vectors = np.asarray(refine_vectors(unique_rows), dtype=np.float32)
-  positions = np.searchsorted(unique_rows, np.where(valid, candidate_rows, unique_rows[0]))
+  """Re-scoring of approximate candidates with the full vectors.
+
+  The candidates of a few queries are gathered at a time: one gather of the whole
+  batch's unique rows (1.5 GB for 1,024 queries x 200 rows x 2048-D) cost more in fresh
+  pages and a second copy than the re-scoring itself.
+  """
   out_scores = np.full([len(queries), k], -np.inf)
   out_rows = np.full([len(queries), k], -1, dtype=np.int64)
-  for i, query in enumerate(queries):
-    rows = candidate_rows[i][valid[i]]
-    # float32 einsum: no bit-exact order is needed here, and unlike a BLAS gemv it
-    # starts no threads (which spin and fight for the cores on a busy machine).
-    exact = np.einsum("kd,d->k", vectors[positions[i][valid[i]]], query).astype(np.float64)
-    order = rank_rows(exact, rows)[:k]
-    out_scores[i, : len(order)], out_rows[i, : len(order)] = exact[order], rows[order]
+  for start in range(0, len(queries), queries_per_gather):
+    block = candidate_rows[start : start + queries_per_gather]
+    valid = block >= 0
+    vectors = np.asarray(refine_vectors(block[valid]), dtype=np.float32)
+    ends = np.cumsum(valid.sum(axis=1))
+    for j, (rows, end) in enumerate(zip(block, ends)):
+      rows = rows[valid[j]]
+      # float32 einsum: no bit-exact order is needed here, and unlike a BLAS gemv it
+      # starts no threads (which spin and fight for the cores on a busy machine).
+      exact = np.einsum("kd,d->k", vectors[end - len(rows) : end], queries[start + j])
+      exact = exact.astype(np.float64)
+      order = rank_rows(exact, rows)[:k]
+      out_scores[start + j, : len(order)] = exact[order]
+      out_rows[start + j, : len(order)] = rows[order]
   return out_scores, out_rows
 
 
