@@ -93,22 +93,32 @@ def test_refinement_gives_the_exact_ranking_of_the_fetched_candidates(tmp_path):
   )
   k, factor = 20, 3
   _, fetched = ivfpq._faiss_search(queries, k * factor)
-  with feature_store.StoreWriter(tmp_path / "store", images_per_file=300, has_local=False) as w:
-    for i, v in enumerate(vectors):
-      w.add(f"{i:04d}", v)
-  sources = {
-    "memory": lambda r: vectors[r],
-    "store": search_index.StoreVectors(feature_store.FeatureStore(tmp_path / "store")),
+  fetched[1, 7:] = -1  # fewer valid candidates than k: the rest of the row stays -1
+  stores = {}
+  for dtype in ("float32", "float16"):
+    root = tmp_path / dtype
+    with feature_store.StoreWriter(root, images_per_file=300, dtype=dtype, has_local=False) as w:
+      for i, v in enumerate(vectors):
+        w.add(f"{i:04d}", v)
+    stores[dtype] = search_index.StoreVectors(feature_store.FeatureStore(root))
+  sources = {  # name: (source, the vectors it holds)
+    "callable": (lambda r: vectors[r], vectors),
+    "memory": (search_index.MemoryVectors(vectors), vectors),
+    "store": (stores["float32"], vectors),
+    "float16 store": (stores["float16"], vectors.astype(np.float16).astype(np.float32)),
   }
-  for name, source in sources.items():
+  for name, (source, held) in sources.items():
     for per_gather in (1, 8, 64):
       scores, rows = search_index._refine(queries, fetched, k, source, per_gather)
       for q in range(len(queries)):
         candidates = np.sort(fetched[q][fetched[q] >= 0])
-        exact = vectors[candidates].astype(np.float64) @ queries[q]
+        exact = held[candidates].astype(np.float64) @ queries[q]
         expected = candidates[np.lexsort((candidates, -exact))][:k]
-        np.testing.assert_array_equal(rows[q], expected, err_msg=f"{name} {per_gather} {q}")
-        np.testing.assert_allclose(scores[q], vectors[rows[q]] @ queries[q], atol=1e-5)
+        found = rows[q][: len(expected)]
+        np.testing.assert_array_equal(found, expected, err_msg=f"{name} {per_gather} {q}")
+        assert (rows[q][len(expected) :] == -1).all()
+        assert np.isneginf(scores[q][len(expected) :]).all()
+        np.testing.assert_allclose(scores[q][: len(expected)], held[found] @ queries[q], atol=1e-5)
   assert list(rows[0, :3]) == [10, 11, 12]
 
 

@@ -521,12 +521,25 @@ def _refine(
 ) -> tuple[np.ndarray, np.ndarray]:
   """Re-scoring of approximate candidates with the full vectors.
 
-  The candidates of a few queries are gathered at a time: one gather of the whole
-  batch's unique rows (1.5 GB for 1,024 queries x 200 rows x 2048-D) cost more in fresh
-  pages and a second copy than the re-scoring itself.
+  Sources with an ``inner_products(queries, rows)`` method (``MemoryVectors``,
+  ``StoreVectors``) score in place, on all cores. Plain ``rows -> vectors`` callables
+  are gathered a few queries at a time: one gather of the whole batch's unique rows
+  (1.5 GB for 1,024 queries x 200 rows x 2048-D) cost more in fresh pages and a second
+  copy than the re-scoring itself.
   """
   out_scores = np.full([len(queries), k], -np.inf)
   out_rows = np.full([len(queries), k], -1, dtype=np.int64)
+  scorer = getattr(refine_vectors, "inner_products", None)
+  if scorer is not None:
+    valid = candidate_rows >= 0
+    scores = np.where(valid, scorer(queries, candidate_rows).astype(np.float64), -np.inf)
+    order = rank_rows(scores, np.where(valid, candidate_rows, np.iinfo(np.int64).max))
+    order = order[:, :k]
+    taken = np.take_along_axis(valid, order, 1)
+    kept = order.shape[1]
+    out_scores[:, :kept] = np.where(taken, np.take_along_axis(scores, order, 1), -np.inf)
+    out_rows[:, :kept] = np.where(taken, np.take_along_axis(candidate_rows, order, 1), -1)
+    return out_scores, out_rows
   for start in range(0, len(queries), queries_per_gather):
     block = candidate_rows[start : start + queries_per_gather]
     valid = block >= 0
@@ -544,6 +557,45 @@ def _refine(
   return out_scores, out_rows
 
 
+def _inner_products_by_row(queries: np.ndarray, matrix: np.ndarray, rows: np.ndarray) -> np.ndarray:
+  """``[Q, C]`` float32 ``queries[i] . matrix[rows[i, j]]``; -inf where ``rows < 0``.
+
+  faiss reads the rows where they lie (RAM or a memory map) on all cores: no gathered
+  copy. ``matrix`` must be C-contiguous float32 and every row below ``len(matrix)``.
+  """
+  faiss = _faiss()
+  queries = np.ascontiguousarray(queries, dtype=np.float32)
+  rows = np.ascontiguousarray(rows, dtype=np.int64)
+  if rows.size and rows.max() >= len(matrix):
+    raise SearchIndexError(f"row {rows.max()} beyond the {len(matrix)} refinement vectors")
+  out = np.empty(rows.shape, dtype=np.float32)
+  if rows.size:
+    faiss.fvec_inner_products_by_idx(
+      faiss.swig_ptr(out),
+      faiss.swig_ptr(queries),
+      faiss.swig_ptr(matrix),
+      faiss.swig_ptr(rows),
+      queries.shape[1],
+      rows.shape[0],
+      rows.shape[1],
+    )
+  out[rows < 0] = -np.inf
+  return out
+
+
+class MemoryVectors:
+  """``rows -> vectors`` over an in-memory ``[N, D]`` matrix (for ``refine_vectors``)."""
+
+  def __init__(self, matrix: np.ndarray):
+    self.matrix = np.ascontiguousarray(matrix, dtype=np.float32)
+
+  def __call__(self, rows: np.ndarray) -> np.ndarray:
+    return self.matrix[np.asarray(rows, dtype=np.int64)]
+
+  def inner_products(self, queries: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    return _inner_products_by_row(queries, self.matrix, rows)
+
+
 class StoreVectors:
   """``rows -> vectors`` from a feature store's memory maps (for ``refine_vectors``)."""
 
@@ -551,16 +603,41 @@ class StoreVectors:
     self._maps = store.global_memmaps()
     self._firsts = np.array([part.first_row for part in store.parts], dtype=np.int64)
 
+  def _parts_of(self, rows: np.ndarray) -> np.ndarray:
+    return np.searchsorted(self._firsts, rows, side="right") - 1
+
   def __call__(self, rows: np.ndarray) -> np.ndarray:
     rows = np.asarray(rows, dtype=np.int64)
     out = np.empty([len(rows), self._maps[0].shape[1] if self._maps else 0], np.float32)
-    parts = np.searchsorted(self._firsts, rows, side="right") - 1
+    parts = self._parts_of(rows)
     for part in np.unique(parts):
       mask = parts == part
       local = rows[mask] - self._firsts[part]
       order = np.argsort(local)
       gathered = np.asarray(self._maps[part][local[order]], np.float32)
       out[np.flatnonzero(mask)[order]] = gathered
+    return out
+
+  def inner_products(self, queries: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``[Q, C]`` scores of ``queries[i]`` against row ``rows[i, j]``; -inf where < 0."""
+    rows = np.asarray(rows, dtype=np.int64)
+    out = np.full(rows.shape, -np.inf, dtype=np.float32)
+    parts = np.where(rows >= 0, self._parts_of(rows), -1)
+    for part in np.unique(parts[parts >= 0]):
+      mask = parts == part
+      mapped = self._maps[part]
+      if mapped.dtype == np.float32 and mapped.flags.c_contiguous:
+        local = np.where(mask, rows - self._firsts[part], -1)
+        out = np.where(mask, _inner_products_by_row(queries, mapped, local), out)
+        continue
+      # float16 stores: gather and widen a few queries at a time.
+      for start in range(0, len(rows), 8):
+        query_at, column = np.nonzero(mask[start : start + 8])
+        query_at += start
+        vectors = np.asarray(mapped[rows[query_at, column] - self._firsts[part]], np.float32)
+        out[query_at, column] = np.einsum(
+          "cd,cd->c", vectors, np.asarray(queries, np.float32)[query_at]
+        )
     return out
 
 

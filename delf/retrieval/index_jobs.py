@@ -37,6 +37,7 @@ class GlobalSource:
   def __init__(self, path: str):
     self.path = path
     self.store = None
+    self._vectors = None
     if feature_store.is_store(path):
       self.store = feature_store.FeatureStore(path)
       if not self.store.has_global:
@@ -74,10 +75,17 @@ class GlobalSource:
       for start in range(0, len(self.ids), block_rows):
         yield self._dense[start : start + block_rows]
 
+  def vectors(self) -> search_index.StoreVectors | search_index.MemoryVectors:
+    """The full vectors by row, for reading rows and for refining approximate results."""
+    if self._vectors is None:
+      if self.store is not None:
+        self._vectors = search_index.StoreVectors(self.store)
+      else:
+        self._vectors = search_index.MemoryVectors(self._dense)
+    return self._vectors
+
   def rows(self, rows: np.ndarray) -> np.ndarray:
-    if self.store is not None:
-      return search_index.StoreVectors(self.store)(rows)
-    return self._dense[np.asarray(rows)]
+    return self.vectors()(rows)
 
   def sample(self, count: int) -> np.ndarray:
     """``count`` rows evenly spread over the source (deterministic)."""
@@ -253,7 +261,7 @@ def open_index(
   if index_features_path:
     source = GlobalSource(index_features_path)
     index.check_source(source.fingerprint, index_features_path)
-    vectors = source.rows
+    vectors = source.vectors()
   return index, vectors
 
 
