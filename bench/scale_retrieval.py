@@ -259,16 +259,18 @@ def _approximate(args, spec, settings: list[dict], name: str) -> None:
       break
   build_seconds = time.perf_counter() - start
   bytes_per_vector = index.bytes_per_vector()
-  sources = {"store": vectors}
-  if "memory" in args.refine_sources.split(","):
+  wanted = args.refine_sources.split(",")
+  # "gather": the generic path for plain ``rows -> vectors`` callables (a copy of the
+  # candidates, then NumPy), against StoreVectors' in-place faiss scoring.
+  sources = {"store": vectors, "gather": lambda rows: vectors(rows)}
+  if "memory" in wanted:
     # The vectors in RAM (8.2 GB at 1M x 2048 float32): what a machine with room for them
     # gets, instead of gathering the candidates from the store's memory maps.
     start = time.perf_counter()
     matrix = store.read_global()[:n]
     print(f"loaded {n} vectors into memory in {time.perf_counter() - start:.1f} s", flush=True)
-    sources["memory"] = lambda rows: matrix[rows]
-  if "store" not in args.refine_sources.split(","):
-    del sources["store"]
+    sources["memory"] = search_index.MemoryVectors(matrix)
+  sources = {name: source for name, source in sources.items() if name in wanted}
   runs = [
     (refine, source)
     for refine in (int(f) for f in args.refine_factors.split(","))
@@ -452,7 +454,10 @@ def main() -> None:
   parser.add_argument("--ivfpq_nprobes", default="8,32,128", help="IVF lists probed, per row")
   parser.add_argument("--refine_factors", default="0,4", help="0 = no exact re-scoring")
   parser.add_argument(
-    "--refine_sources", default="store", help="re-score from: store (memory maps), memory"
+    "--refine_sources",
+    default="store",
+    help="re-score from: store (memory maps, scored in place), gather (memory maps, copied "
+    "then scored), memory (all vectors in RAM)",
   )
   parser.add_argument("--train_size", type=int, default=50_000)
   parser.add_argument("--hnsw_dim", type=int, default=128)
