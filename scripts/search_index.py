@@ -10,7 +10,9 @@ Usage:
 Output: `id,images,scores` (space-separated index ids and scores, best first); the
 first two columns are the Kaggle retrieval format. With --index_features_path (the
 store the index was built from) the index is checked against it, and approximate
-indexes re-score their best refine_factor*k candidates exactly.
+indexes re-score their best refine_factor*k candidates exactly. --nprobe (IVF-PQ)
+and --ef_search (HNSW) change the speed/recall trade-off without rebuilding the index
+(measured settings: BENCHMARKS.md, "Retrieval at GLDv2 scale").
 """
 
 from __future__ import annotations
@@ -36,6 +38,12 @@ _REFINE_FACTOR = flags.DEFINE_integer(
   "Approximate indexes: re-score refine_factor*k candidates exactly "
   "(needs --index_features_path; 0 = off).",
   lower_bound=0,
+)
+_NPROBE = flags.DEFINE_integer(
+  "nprobe", 0, "ivfpq: lists scanned per query (0 = the index's own).", lower_bound=0
+)
+_EF_SEARCH = flags.DEFINE_integer(
+  "ef_search", 0, "hnsw: search breadth (0 = the index's own).", lower_bound=0
 )
 _NUM_SHARDS = flags.DEFINE_integer(
   "num_shards", 1, "Split the queries into this many shards.", lower_bound=1
@@ -66,6 +74,8 @@ def main(argv):
         batch_size=_BATCH_SIZE.value,
         index_features_path=_INDEX_FEATURES_PATH.value,
         refine_factor=_REFINE_FACTOR.value,
+        nprobe=_NPROBE.value,
+        ef_search=_EF_SEARCH.value,
         num_shards=_NUM_SHARDS.value,
         shard_index=_SHARD_INDEX.value,
       )

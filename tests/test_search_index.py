@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import numpy as np
@@ -242,3 +243,41 @@ def test_alpha_query_expansion_and_dba_closed_form():
   np.testing.assert_array_equal(
     query_expansion.alpha_query_expansion(query, search, lambda r: database[r], 0), query
   )
+
+
+def test_search_time_nprobe_overrides_the_built_setting(tmp_path, capsys):
+  rng = np.random.default_rng(7)
+  vectors = _clustered(rng, 600, 16)
+  queries = _unit(vectors[:12] + 0.05 * rng.normal(size=(12, 16)))
+  for name, rows in (("index", vectors), ("queries", queries)):
+    with feature_store.StoreWriter(tmp_path / name, has_local=False) as writer:
+      for i, v in enumerate(rows):
+        writer.add(f"{name[0]}{i:03d}", v)
+  cli_harness.run_script(
+    "build_index",
+    [f"--features_path={tmp_path / 'index'}", f"--index_path={tmp_path / 'ivf'}",
+     "--kind=ivfpq", "--nlist=16", "--pq_bytes=4", "--pq_bits=6", "--noopq", "--nprobe=1"],
+  )  # fmt: skip
+  common = [f"--index_path={tmp_path / 'ivf'}", f"--queries_path={tmp_path / 'queries'}", "--k=10"]
+  index = search_index.GlobalIndex.load(tmp_path / "ivf")
+  for nprobe in (0, 16):
+    out = tmp_path / f"nprobe{nprobe}.csv"
+    cli_harness.run_script("search_index", [*common, f"--output_path={out}", f"--nprobe={nprobe}"])
+    index.spec = dataclasses.replace(index.spec, nprobe=nprobe or 1)
+    expected = index.search(queries, 10).rows
+    got = [line.split(",")[1].split() for line in out.read_text().splitlines()[1:]]
+    assert got == [[f"i{row:03d}" for row in rows] for rows in expected]
+    assert f"ivfpq nprobe {nprobe or 1}, no refinement" in capsys.readouterr().out
+  # The override takes effect: scanning all 16 lists finds other neighbours than one list.
+  assert (tmp_path / "nprobe16.csv").read_text() != (tmp_path / "nprobe0.csv").read_text()
+  cli_harness.run_script(
+    "build_index", [f"--features_path={tmp_path / 'index'}", f"--index_path={tmp_path / 'flat'}"]
+  )
+  with pytest.raises(
+    SystemExit, match=r"search_index: --nprobe applies to ivfpq indexes; .* exact"
+  ):
+    cli_harness.run_script(
+      "search_index",
+      [f"--index_path={tmp_path / 'flat'}", f"--queries_path={tmp_path / 'queries'}",
+       f"--output_path={tmp_path / 'x.csv'}", "--nprobe=4"],
+    )  # fmt: skip

@@ -234,6 +234,32 @@ class SearchConfig:
   refine_factor: int = 0
   num_shards: int = 1
   shard_index: int = 0
+  nprobe: int = 0  # ivfpq: lists scanned per query; 0 = as the index was built.
+  ef_search: int = 0  # hnsw: search breadth; 0 = as the index was built.
+
+
+def with_search_parameters(
+  index: search_index.GlobalIndex, nprobe: int = 0, ef_search: int = 0
+) -> search_index.GlobalIndex:
+  """Overrides the built-in speed/recall setting for this search (0 = keep the index's)."""
+  for name, value, kind in (("nprobe", nprobe, "ivfpq"), ("ef_search", ef_search, "hnsw")):
+    if not value:
+      continue
+    if index.spec.kind != kind:
+      raise search_index.SearchIndexError(
+        f"--{name} applies to {kind} indexes; this one is {index.spec.kind}"
+      )
+    index.spec = dataclasses.replace(index.spec, **{name: value})
+  return index
+
+
+def _describe_search(index: search_index.GlobalIndex, refine_factor: int) -> str:
+  spec = index.spec
+  if spec.kind == "exact":
+    return "exact"
+  setting = f"nprobe {spec.nprobe}" if spec.kind == "ivfpq" else f"ef_search {spec.ef_search}"
+  refine = f"refine_factor {refine_factor}" if refine_factor else "no refinement"
+  return f"{spec.kind} {setting}, {refine}"
 
 
 def load_queries(path: str, ids: Sequence[str] | None = None) -> tuple[list[str], np.ndarray]:
@@ -269,11 +295,14 @@ def search_to_csv(config: SearchConfig, out: TextIO | None = None) -> str:
   """Searches every query (of this shard) and writes ``id,images,scores``; returns the path."""
   out = out or sys.stdout
   index, vectors = open_index(config.index_path, config.index_features_path)
+  with_search_parameters(index, config.nprobe, config.ef_search)
   query_ids, queries = load_queries(config.queries_path)
   share = shard_range(len(query_ids), config.num_shards, config.shard_index)
   query_ids, queries = [query_ids[i] for i in share], queries[share.start : share.stop]
   print(
-    f"Searching {len(query_ids)} queries in {index.num_vectors} vectors (k={config.k})", file=out
+    f"Searching {len(query_ids)} queries in {index.num_vectors} vectors "
+    f"(k={config.k}, {_describe_search(index, config.refine_factor if vectors is not None else 0)})",
+    file=out,
   )
   progress = ProgressReporter("Searching", total=len(query_ids), unit="queries", stream=out)
   start = time.perf_counter()
