@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from delf.model import heads
 from delf.model.heads import cosine_logits
+from delf.training import loop
 from delf.training import optimizer as optimizer_lib
 from delf.training.loop import train
 from tests import model_fixtures as mf
@@ -101,6 +103,38 @@ def test_cosine_logits_and_gradients_equal_the_normalised_product():
     np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-5, atol=1e-6)
 
 
+def test_dense_classifier_is_keras_dense_and_its_gram_norm_the_kernel_gradient_norm():
+  rng = np.random.default_rng(6)
+  x = tf.constant(rng.normal(size=(8, 64)).astype(np.float32))
+  upstream = tf.constant(rng.normal(size=(8, 300)).astype(np.float32))
+  ours = heads.DenseClassifier(300, name="att_fc", dtype="float32")
+  plain = keras.layers.Dense(300, name="att_fc", dtype="float32")
+  ours.build((None, 64))
+  plain.build((None, 64))
+  plain.set_weights([w + 0.1 * rng.normal(size=w.shape) for w in ours.get_weights()])
+  ours.set_weights(plain.get_weights())
+  assert [w.path for w in ours.weights] == [w.path for w in plain.weights]
+  assert ours.get_config() == plain.get_config()
+  results = []
+  for layer in (ours, plain):
+    with tf.GradientTape() as tape:
+      tape.watch(x)
+      logits = layer(x)
+      loss = tf.reduce_sum(logits * upstream)
+    results.append([logits, *tape.gradient(loss, [x, layer.kernel, layer.bias])])
+  (ours_logits, ours_dx, ours_dk, ours_db), (logits, dx, dk, db) = results
+  np.testing.assert_array_equal(ours_logits.numpy(), logits.numpy())
+  np.testing.assert_allclose(ours_dx.numpy(), dx.numpy(), rtol=1e-5, atol=1e-5)
+  np.testing.assert_array_equal(ours_dk.numpy(), dk.numpy())
+  np.testing.assert_allclose(ours_db.numpy(), db.numpy(), rtol=1e-6)
+  # ||x^T g||^2 from the [B, B] Gram matrices; the oracle in float64.
+  expected = np.sum((x.numpy().astype(np.float64).T @ upstream.numpy()) ** 2)
+  gram = float(heads.dense_kernel_gradient_square_norm(x, upstream))
+  assert gram == pytest.approx(expected, rel=1e-5)
+  norm = optimizer_lib.global_norm_with_dense_kernels([dk, db], [(x, upstream), None])
+  assert float(norm) == pytest.approx(float(tf.linalg.global_norm([dk, db])), rel=1e-6)
+
+
 def _normalised_weights_cosine(prelogits, weights):
   """The cosine head as it was: a normalised copy of the weights, then the product."""
   return tf.matmul(tf.nn.l2_normalize(prelogits, axis=1), tf.nn.l2_normalize(weights, axis=0))
@@ -161,3 +195,15 @@ def test_first_20_steps_of_the_cosine_head_as_before(tmp_path, tiny_data, monkey
   before = _losses(tiny_data, tmp_path / "before", True, True, 0.001)
   np.testing.assert_allclose(today[:10], before[:10], rtol=2e-5)
   np.testing.assert_allclose(today, before, rtol=5e-4)
+
+
+@pytest.mark.parametrize("delg", [False, True])
+def test_first_20_steps_of_the_dense_heads_as_before(tmp_path, tiny_data, monkeypatch, delg):
+  """Dense heads with the untransposed input gradient and the Gram-form clipping norm vs
+  Keras's Dense and ``tf.linalg.global_norm``: same mathematics, other rounding."""
+  today = _losses(tiny_data, tmp_path / "today", delg, True, 0.01)
+  monkeypatch.setattr(heads.DenseClassifier, "call", keras.layers.Dense.call)
+  monkeypatch.setattr(loop._Trainer, "_dense_heads", lambda self, *args: [])
+  before = _losses(tiny_data, tmp_path / "before", delg, True, 0.01)
+  np.testing.assert_allclose(today[:10], before[:10], rtol=1e-5)
+  np.testing.assert_allclose(today, before, rtol=1e-4)

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 import keras
 import tensorflow as tf
 
+from delf.model import heads
 from delf.model.attention import AttentionModel
 from delf.model.autoencoder import AutoencoderModel
 from delf.model.backbone import RESNET50_BLOCK_COUNTS, ResNet50
@@ -98,13 +99,13 @@ class Delf(keras.Model):
       )
     if self.num_classes:
       self.desc_classification = self._make_desc_classifier()
-      self.attn_classification = keras.layers.Dense(
+      self.attn_classification = heads.DenseClassifier(
         self.num_classes, name="att_fc", dtype="float32"
       )
     self._build_variables()
 
   def _make_desc_classifier(self) -> keras.layers.Layer:
-    return keras.layers.Dense(self.num_classes, name="desc_fc", dtype="float32")
+    return heads.DenseClassifier(self.num_classes, name="desc_fc", dtype="float32")
 
   def _build_variables(self) -> None:
     images = tf.zeros([1, _BUILD_IMAGE_SIZE, _BUILD_IMAGE_SIZE, 3])

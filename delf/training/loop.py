@@ -34,6 +34,7 @@ import numpy as np
 import tensorflow as tf
 
 from delf import atomic_io, run_lock
+from delf.model import heads as model_heads
 from delf.progress import ProgressReporter, format_duration
 from delf.training import checkpoints, distribution, losses, summaries
 from delf.training import optimizer as optimizer_lib
@@ -290,11 +291,26 @@ class _Trainer:
         + config.reconstruction_loss_weight * recon_loss
       )
       objective = self.optimizer.scale_loss(total) if fp16 else total
-    grads = tape.gradient(objective, model.trainable_variables)
+    variables = model.trainable_variables
+    # Dense heads: (kernel, input, logits); the gradient of their logits gives the squared
+    # norm of their kernel gradient from [B, B] Gram matrices (delf.model.heads).
+    dense_heads = [] if fp16 else self._dense_heads(out, desc_logits, attn_logits)
+    all_grads = tape.gradient(objective, [*variables, *(logits for _, _, logits in dense_heads)])
+    grads = all_grads[: len(variables)]
     if fp16:
       grads = [g / self.optimizer.dynamic_scale for g in grads]
+    norm = None
+    if dense_heads:
+      kernels = {
+        id(kernel): (x, g) for (kernel, x, _), g in zip(dense_heads, all_grads[len(grads) :])
+      }
+      norm = optimizer_lib.global_norm_with_dense_kernels(
+        grads, [kernels.get(id(v)) for v in variables]
+      )
     # Per replica, before the cross-replica sum in apply_gradients (KEEP, KB-21).
-    grads, _ = optimizer_lib.clip_by_global_norm(grads, CLIP_NORM, fold_into=self._clip_fold)
+    grads, _ = optimizer_lib.clip_by_global_norm(
+      grads, CLIP_NORM, fold_into=self._clip_fold, norm=norm
+    )
     metrics = {
       "desc_loss": desc_loss,
       "attn_loss": attn_loss,
@@ -309,6 +325,13 @@ class _Trainer:
       **summaries.image_range(images),
     }
     return grads, metrics, stats, images[:3], tf.cast(prob[:3], tf.float32)
+
+  def _dense_heads(self, out, desc_logits, attn_logits) -> list:
+    model = self.model
+    heads_ = [(model.attn_classification, out["attention_prelogits"], attn_logits)]
+    if isinstance(model.desc_classification, model_heads.DenseClassifier):
+      heads_.append((model.desc_classification, out["global_descriptor"], desc_logits))
+    return [(layer.kernel, tf.cast(x, tf.float32), logits) for layer, x, logits in heads_]
 
   def _replica_train_step(self, images, labels):
     grads, metrics, stats, images, prob = self._replica_gradients_fn(images, labels)
