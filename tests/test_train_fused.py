@@ -103,7 +103,10 @@ def test_cosine_logits_and_gradients_equal_the_normalised_product():
     np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-5, atol=1e-6)
 
 
-def test_dense_classifier_is_keras_dense_and_its_gram_norm_the_kernel_gradient_norm():
+def test_dense_classifier_is_keras_dense_and_its_gram_norm_the_kernel_gradient_norm(
+  monkeypatch,
+):
+  monkeypatch.setattr(heads, "LARGE_HEAD_ELEMENTS", 0)  # this small head takes the new path
   rng = np.random.default_rng(6)
   x = tf.constant(rng.normal(size=(8, 64)).astype(np.float32))
   upstream = tf.constant(rng.normal(size=(8, 300)).astype(np.float32))
@@ -199,11 +202,18 @@ def test_first_20_steps_of_the_cosine_head_as_before(tmp_path, tiny_data, monkey
 
 @pytest.mark.parametrize("delg", [False, True])
 def test_first_20_steps_of_the_dense_heads_as_before(tmp_path, tiny_data, monkeypatch, delg):
-  """Dense heads with the untransposed input gradient and the Gram-form clipping norm vs
-  Keras's Dense and ``tf.linalg.global_norm``: same mathematics, other rounding."""
+  """Large dense heads (untransposed input gradient, Gram-form clipping norm) vs Keras's
+  Dense and ``tf.linalg.global_norm``: same mathematics, other rounding."""
+  monkeypatch.setattr(heads, "LARGE_HEAD_ELEMENTS", 0)  # the 81,313-class path, at 300
+  calls = []
+  dense_heads = loop._Trainer._dense_heads
+  monkeypatch.setattr(
+    loop._Trainer, "_dense_heads", lambda *a: calls.append(dense_heads(*a)) or calls[-1]
+  )
   today = _losses(tiny_data, tmp_path / "today", delg, True, 0.01)
-  monkeypatch.setattr(heads.DenseClassifier, "call", keras.layers.Dense.call)
-  monkeypatch.setattr(loop._Trainer, "_dense_heads", lambda self, *args: [])
+  assert len(calls[-1]) == (1 if delg else 2)  # attention (+ DELF's descriptor) head
+  monkeypatch.setattr(heads, "LARGE_HEAD_ELEMENTS", 1 << 62)  # the plain formulation
   before = _losses(tiny_data, tmp_path / "before", delg, True, 0.01)
+  assert calls[-1] == []
   np.testing.assert_allclose(today[:10], before[:10], rtol=1e-5)
   np.testing.assert_allclose(today, before, rtol=1e-4)

@@ -292,8 +292,8 @@ class _Trainer:
       )
       objective = self.optimizer.scale_loss(total) if fp16 else total
     variables = model.trainable_variables
-    # Dense heads: (kernel, input, logits); the gradient of their logits gives the squared
-    # norm of their kernel gradient from [B, B] Gram matrices (delf.model.heads).
+    # Large dense heads: (kernel, input, logits); the gradient of their logits gives the
+    # squared norm of their kernel gradient from [B, B] Gram matrices (delf.model.heads).
     dense_heads = [] if fp16 else self._dense_heads(out, desc_logits, attn_logits)
     all_grads = tape.gradient(objective, [*variables, *(logits for _, _, logits in dense_heads)])
     grads = all_grads[: len(variables)]
@@ -331,7 +331,11 @@ class _Trainer:
     heads_ = [(model.attn_classification, out["attention_prelogits"], attn_logits)]
     if isinstance(model.desc_classification, model_heads.DenseClassifier):
       heads_.append((model.desc_classification, out["global_descriptor"], desc_logits))
-    return [(layer.kernel, tf.cast(x, tf.float32), logits) for layer, x, logits in heads_]
+    return [
+      (layer.kernel, tf.cast(x, tf.float32), logits)
+      for layer, x, logits in heads_
+      if isinstance(layer, model_heads.DenseClassifier) and layer.is_large
+    ]
 
   def _replica_train_step(self, images, labels):
     grads, metrics, stats, images, prob = self._replica_gradients_fn(images, labels)
