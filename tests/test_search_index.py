@@ -120,6 +120,9 @@ def test_refinement_gives_the_exact_ranking_of_the_fetched_candidates(tmp_path):
         assert (rows[q][len(expected) :] == -1).all()
         assert np.isneginf(scores[q][len(expected) :]).all()
         np.testing.assert_allclose(scores[q][: len(expected)], held[found] @ queries[q], atol=1e-5)
+  with pytest.raises(search_index.SearchIndexError, match="row 2000 beyond the 2000") as error:
+    search_index.MemoryVectors(vectors).inner_products(queries[:1], np.array([[3, 2000]]))
+  assert "\n" not in str(error.value)
   assert list(rows[0, :3]) == [10, 11, 12]
 
 

@@ -522,39 +522,47 @@ def _refine(
   """Re-scoring of approximate candidates with the full vectors.
 
   Sources with an ``inner_products(queries, rows)`` method (``MemoryVectors``,
-  ``StoreVectors``) score in place, on all cores. Plain ``rows -> vectors`` callables
-  are gathered a few queries at a time: one gather of the whole batch's unique rows
-  (1.5 GB for 1,024 queries x 200 rows x 2048-D) cost more in fresh pages and a second
-  copy than the re-scoring itself.
+  ``StoreVectors``) score in place, on all cores; plain ``rows -> vectors`` callables
+  are gathered a few queries at a time (`_gathered_inner_products`).
   """
+  scorer = getattr(refine_vectors, "inner_products", None)
+  if scorer is None:
+    scores = _gathered_inner_products(refine_vectors, queries, candidate_rows, queries_per_gather)
+  else:
+    scores = scorer(queries, candidate_rows)
+  valid = candidate_rows >= 0
+  scores = np.where(valid, scores.astype(np.float64), -np.inf)
+  order = rank_rows(scores, np.where(valid, candidate_rows, np.iinfo(np.int64).max))[:, :k]
+  taken = np.take_along_axis(valid, order, 1)
   out_scores = np.full([len(queries), k], -np.inf)
   out_rows = np.full([len(queries), k], -1, dtype=np.int64)
-  scorer = getattr(refine_vectors, "inner_products", None)
-  if scorer is not None:
-    valid = candidate_rows >= 0
-    scores = np.where(valid, scorer(queries, candidate_rows).astype(np.float64), -np.inf)
-    order = rank_rows(scores, np.where(valid, candidate_rows, np.iinfo(np.int64).max))
-    order = order[:, :k]
-    taken = np.take_along_axis(valid, order, 1)
-    kept = order.shape[1]
-    out_scores[:, :kept] = np.where(taken, np.take_along_axis(scores, order, 1), -np.inf)
-    out_rows[:, :kept] = np.where(taken, np.take_along_axis(candidate_rows, order, 1), -1)
-    return out_scores, out_rows
-  for start in range(0, len(queries), queries_per_gather):
-    block = candidate_rows[start : start + queries_per_gather]
-    valid = block >= 0
-    vectors = np.asarray(refine_vectors(block[valid]), dtype=np.float32)
-    ends = np.cumsum(valid.sum(axis=1))
-    for j, (rows, end) in enumerate(zip(block, ends)):
-      rows = rows[valid[j]]
-      # float32 einsum: no bit-exact order is needed here, and unlike a BLAS gemv it
-      # starts no threads (which spin and fight for the cores on a busy machine).
-      exact = np.einsum("kd,d->k", vectors[end - len(rows) : end], queries[start + j])
-      exact = exact.astype(np.float64)
-      order = rank_rows(exact, rows)[:k]
-      out_scores[start + j, : len(order)] = exact[order]
-      out_rows[start + j, : len(order)] = rows[order]
+  kept = order.shape[1]
+  out_scores[:, :kept] = np.where(taken, np.take_along_axis(scores, order, 1), -np.inf)
+  out_rows[:, :kept] = np.where(taken, np.take_along_axis(candidate_rows, order, 1), -1)
   return out_scores, out_rows
+
+
+def _gathered_inner_products(
+  vectors_of: Callable[[np.ndarray], np.ndarray],
+  queries: np.ndarray,
+  rows: np.ndarray,
+  queries_per_gather: int = 8,
+) -> np.ndarray:
+  """``[Q, C]`` float32 scores of ``queries[i]`` against ``vectors_of(rows[i, j])``.
+
+  -inf where ``rows < 0``. The rows of a few queries are gathered at a time: one gather
+  of a whole batch's candidates (1.5 GB for 1,024 queries x 200 rows x 2048-D) cost more
+  in fresh pages than the scoring itself. float32 einsum: no bit-exact order is needed,
+  and unlike a BLAS gemv it starts no threads (which spin on a busy machine).
+  """
+  queries = np.asarray(queries, dtype=np.float32)
+  out = np.full(rows.shape, -np.inf, dtype=np.float32)
+  for start in range(0, len(rows), queries_per_gather):
+    query_at, column = np.nonzero(rows[start : start + queries_per_gather] >= 0)
+    query_at += start
+    vectors = np.asarray(vectors_of(rows[query_at, column]), dtype=np.float32)
+    out[query_at, column] = np.einsum("cd,cd->c", vectors, queries[query_at])
+  return out
 
 
 def _inner_products_by_row(queries: np.ndarray, matrix: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -602,6 +610,8 @@ class StoreVectors:
   def __init__(self, store):
     self._maps = store.global_memmaps()
     self._firsts = np.array([part.first_row for part in store.parts], dtype=np.int64)
+    # float16 stores are widened on the way: gathered, not scored in place.
+    self._in_place = all(m.dtype == np.float32 and m.flags.c_contiguous for m in self._maps)
 
   def _parts_of(self, rows: np.ndarray) -> np.ndarray:
     return np.searchsorted(self._firsts, rows, side="right") - 1
@@ -619,25 +629,35 @@ class StoreVectors:
     return out
 
   def inner_products(self, queries: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """``[Q, C]`` scores of ``queries[i]`` against row ``rows[i, j]``; -inf where < 0."""
+    """``[Q, C]`` scores of ``queries[i]`` against row ``rows[i, j]``; -inf where < 0.
+
+    One faiss call per part file holding candidates, over only the queries with
+    candidates there (a GLDv2 store has ~1,000 parts of 1,000 images).
+    """
     rows = np.asarray(rows, dtype=np.int64)
+    if not self._in_place:
+      return _gathered_inner_products(self, queries, rows)
     out = np.full(rows.shape, -np.inf, dtype=np.float32)
-    parts = np.where(rows >= 0, self._parts_of(rows), -1)
-    for part in np.unique(parts[parts >= 0]):
-      mask = parts == part
-      mapped = self._maps[part]
-      if mapped.dtype == np.float32 and mapped.flags.c_contiguous:
-        local = np.where(mask, rows - self._firsts[part], -1)
-        out = np.where(mask, _inner_products_by_row(queries, mapped, local), out)
+    query_at, column = np.nonzero(rows >= 0)
+    wanted = rows[query_at, column]
+    parts = self._parts_of(wanted)
+    order = np.lexsort((query_at, parts))  # by part, then by query
+    query_at, column, wanted, parts = query_at[order], column[order], wanted[order], parts[order]
+    bounds = np.flatnonzero(np.diff(parts)) + 1
+    for group in np.split(np.arange(len(parts)), bounds):
+      if not len(group):
         continue
-      # float16 stores: gather and widen a few queries at a time.
-      for start in range(0, len(rows), 8):
-        query_at, column = np.nonzero(mask[start : start + 8])
-        query_at += start
-        vectors = np.asarray(mapped[rows[query_at, column] - self._firsts[part]], np.float32)
-        out[query_at, column] = np.einsum(
-          "cd,cd->c", vectors, np.asarray(queries, np.float32)[query_at]
-        )
+      part = parts[group[0]]
+      group_queries, first, counts = np.unique(
+        query_at[group], return_index=True, return_counts=True
+      )
+      # [queries with candidates in this part, most candidates of one], padded with -1.
+      line = np.repeat(np.arange(len(group_queries)), counts)
+      slot = np.arange(len(group)) - np.repeat(first, counts)
+      local = np.full([len(group_queries), counts.max()], -1, dtype=np.int64)
+      local[line, slot] = wanted[group] - self._firsts[part]
+      scores = _inner_products_by_row(queries[group_queries], self._maps[part], local)
+      out[query_at[group], column[group]] = scores[line, slot]
     return out
 
 

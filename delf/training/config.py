@@ -68,7 +68,7 @@ class TrainingConfig:
   num_eval_batches: int | None = None
   # Fused momentum-SGD kernel and clipping folded into it (delf.training.optimizer);
   # False runs Keras's SGD and tf.clip_by_global_norm (the same mathematics, slower). Both
-  # take the clipping norm of the dense heads' kernels from Gram matrices (loop.py).
+  # take the clipping norm of large dense heads' kernels from Gram matrices (loop.py).
   fused_updates: bool = True
   num_eval_examples: int = EVAL_EXAMPLES
 

@@ -327,13 +327,15 @@ class _Trainer:
     return grads, metrics, stats, images[:3], tf.cast(prob[:3], tf.float32)
 
   def _dense_heads(self, out, desc_logits, attn_logits) -> list:
+    """``(kernel, input, logits)`` of the large dense heads (not DELG's cosine head)."""
     model = self.model
-    heads_ = [(model.attn_classification, out["attention_prelogits"], attn_logits)]
-    if isinstance(model.desc_classification, model_heads.DenseClassifier):
-      heads_.append((model.desc_classification, out["global_descriptor"], desc_logits))
+    candidates = [
+      (model.attn_classification, out["attention_prelogits"], attn_logits),
+      (model.desc_classification, out["global_descriptor"], desc_logits),
+    ]
     return [
       (layer.kernel, tf.cast(x, tf.float32), logits)
-      for layer, x, logits in heads_
+      for layer, x, logits in candidates
       if isinstance(layer, model_heads.DenseClassifier) and layer.is_large
     ]
 
